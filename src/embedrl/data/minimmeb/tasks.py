@@ -216,10 +216,26 @@ class VisualQA(ImageFamily):
             if value != answer and value not in present:
                 present.append(value)
         confusable = _choose(rng, present, k - 1)
-        rest = [v for v in rng.permutation(self.values[attribute]) if v != answer and v not in present]
-        rest = [str(v) for v in rest][: n - len(confusable)]
-        sides = [_text(v, answer=v) for v in confusable + rest]
-        return sides
+        absent = [str(v) for v in rng.permutation(self.values[attribute]) if v != answer and v not in present]
+        chosen = confusable + absent[: n - len(confusable)]
+        # A crowded scene may leave few absent values (8 objects, 9 places): the list is then shorter than
+        # n, topped up to 2 distractors with present values, which are confusables (pool() recounts them).
+        chosen += [v for v in present if v not in chosen][: max(0, 2 - len(chosen))]
+        return [_text(v, answer=v) for v in chosen]
+
+    def pool(self, rng, k, n_candidates):
+        pool = super().pool(rng, k, n_candidates)
+        present = {getattr(o, self._attribute_of(pool)) for o in self._scene_of(pool).objects}
+        pool.n_confusable = 1 + sum(d.text in present for d in pool.distractors)
+        return pool
+
+    def _attribute_of(self, pool: Pool) -> str:
+        return pool.query.scene["question"]
+
+    def _scene_of(self, pool: Pool) -> Scene:
+        from embedrl.data.minimmeb.scenes import scene_from_dict
+
+        return scene_from_dict(pool.query.scene)
 
 
 class TextToImage(ImageFamily):
