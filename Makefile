@@ -27,7 +27,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 
 run: install
 	$(VENV)/bin/embedrl data generate --out data --seed 0 --check-dvc data.dvc
-	$(VENV)/bin/embedrl model init --profile tiny --out $(WORKDIR)/models
+	$(VENV)/bin/embedrl model init --profile tiny --out $(WORKDIR)/models --overwrite
 
 test: install
 	$(PY) -m pytest -q

@@ -50,14 +50,27 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+ROLE_SEED_OFFSET = {"embedder": 0, "reasoner": 1}  # the two roles share no weights, not even at init
+
+
 def _model_init(args: argparse.Namespace) -> int:
-    from embedrl.models.factory import init_model_dir
+    import shutil
+    from pathlib import Path
+
+    from embedrl.models.factory import ModelNotAvailableError, init_model_dir
     from embedrl.models.spec import load_model_specs
 
     specs = load_model_specs(args.profile)
     roles = [args.role] if args.role else list(specs)
     for role in roles:
-        out = init_model_dir(specs[role], f"{args.out}/{role}" if len(roles) > 1 else args.out, seed=args.seed)
+        out = Path(args.out) / role if len(roles) > 1 else Path(args.out)
+        if args.overwrite and (out / "embedrl.json").is_file():
+            shutil.rmtree(out)
+        try:
+            init_model_dir(specs[role], out, seed=args.seed + ROLE_SEED_OFFSET[role])
+        except (ModelNotAvailableError, FileExistsError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         print(f"{role}: {out}")
     return 0
 
@@ -117,7 +130,9 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     init.add_argument("--profile", default="tiny", help="profile name (tiny, paper-2b, ...) or a YAML file")
     init.add_argument("--out", required=True, help="output directory")
     init.add_argument("--role", choices=["embedder", "reasoner"], default=None, help="only this role")
-    init.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    init.add_argument("--seed", type=int, default=0, help="seed of the random weights (the reasoner uses seed + 1)")
+    init.add_argument("--overwrite", action="store_true",
+                      help="replace an existing model directory written by embedrl (one holding embedrl.json)")
     init.set_defaults(handler=_model_init)
 
 
