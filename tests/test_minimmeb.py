@@ -10,8 +10,8 @@ import pytest
 
 from embedrl.data.minimmeb import SIZE_PRESETS, generate
 from embedrl.data.minimmeb.scenes import render_scene, sample_scene
-from embedrl.data.versioning import directory_hash
 from embedrl.data.validate import validate_path
+from embedrl.data.versioning import directory_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
