@@ -128,13 +128,16 @@ class _Writer:
         boxes = [self._box(obj)]
         dotted = obj["detail"] == "dot"
         note = "carries the dot" if dotted else "stands out"
+        answer = f"{_label(obj)} at the {obj['position']}" + (" with a dot" if dotted else "")
         move_to = scene.get("move_to")
-        if move_to is not None:
-            boxes.append(self._box(scene["objects"][move_to]))
+        if move_to is not None:  # composed retrieval: the edit names a second object
+            target = scene["objects"][move_to]
+            boxes.append(self._box(target))
+            answer += f"; dot to the {_label(target)}"
         return TCoT(
             thinking=f"The image shows {len(scene['objects'])} objects. The {_label(obj)} at the {obj['position']} {note}.",
             rethink=f"The box covers the {_label(obj)}.",
-            answer=f"{_label(obj)} at the {obj['position']}" + (" with a dot" if dotted else ""),
+            answer=answer,
             bbox_2d=boxes,
         )
 
@@ -182,16 +185,15 @@ class _Writer:
     def _page(self, scene: dict) -> TCoT:
         rows = scene["rows"]
         read = rows if self.gold else rows[:_PAGE_ROWS_READ]
-        cells = [f"{r['item']} {r['quantity']} at {r['price']}.00" for r in read]
         keywords = [scene["topic"]] + [w for r in read for w in (r["item"], str(r["quantity"]), f"{r['price']}.00")]
         x1 = min(r["bbox_2d"][0] for r in read)
         y1 = min(r["bbox_2d"][1] for r in read)
         x2 = max(r["bbox_2d"][2] for r in read)
         y2 = max(r["bbox_2d"][3] for r in read)
         return TCoT(
-            thinking=f"The page is the {scene['title']}; its table lists " + "; ".join(cells) + ".",
-            rethink=f"The box covers the rows I read ({len(read)} of {len(rows)}).",
-            answer=f"{scene['title']}: " + ", ".join(cells),
+            thinking=f"The page is the {scene['title']}; I read {len(read)} of {len(rows)} table rows.",
+            rethink="The keywords hold the items and numbers I read.",
+            answer=scene["title"],
             text_keywords=keywords,
             bbox_2d=[(x1, y1, x2, y2)],
         )
@@ -209,6 +211,29 @@ class GoldWriter(_Writer):
 
     def __init__(self) -> None:
         super().__init__(gold=True)
+
+
+def hide_fine_evidence(scene: dict) -> dict:
+    """The scene as a reader blind to its fine evidence sees it: no dot, no flash, no table numbers."""
+    kind = scene.get("type")
+    if kind == "image":
+        return {**scene, "marked": None, "objects": [{**o, "detail": None} for o in scene["objects"]]}
+    if kind == "video":
+        return {**scene, "event": {**scene["event"], "frame": 0}}
+    if kind == "page":
+        return {**scene, "rows": scene["rows"][:1]}
+    if kind == "crop":
+        return {**scene, "source": hide_fine_evidence(scene["source"])}
+    return scene
+
+
+def blind_tcot(scene: dict, *, text: str = "") -> TCoT:
+    """The teacher's trace on the scene with its fine evidence hidden: evidence that is present but wrong.
+
+    Used to train the Embedder on the kind of mistaken evidence a Reasoner produces, so that it learns
+    to weigh evidence against the pixels instead of trusting it blindly.
+    """
+    return OracleTeacher().write(hide_fine_evidence(scene), text=text)
 
 
 def oracle_tcot(scene: dict, *, text: str = "") -> TCoT:
