@@ -258,3 +258,14 @@ def names_disambiguating_evidence(tcot: TCoT, scene: dict) -> bool:
     if kind == "page":
         return all(str(r["quantity"]) in tcot.text_keywords for r in scene["rows"])
     return True
+
+
+_COLOUR_SHAPE = re.compile(r"\b(" + "|".join(COLOURS) + r")\s+(" + "|".join(SHAPES) + r")\b")
+
+
+def names_absent_object(tcot: TCoT, scene: dict) -> bool:
+    """Does the trace name a (colour, shape) object that is not in the scene (an invented object)?"""
+    objects = scene.get("objects") or scene.get("source", {}).get("objects") or []
+    present = {(o["colour"], o["shape"]) for o in objects}
+    named = set(_COLOUR_SHAPE.findall(f"{tcot.thinking} {tcot.answer}".lower()))
+    return bool(named - present)

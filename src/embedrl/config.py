@@ -1,0 +1,109 @@
+"""Typed stage configs with the paper's defaults, and profiles of overrides.
+
+Precedence: dataclass defaults (the paper) < profile YAML section < explicit overrides (CLI flags,
+pipeline parameters). A profile is `src/embedrl/profiles/<name>.yaml` or a path to a YAML file; its
+sections are `models`, `embedder`, `sft`, `egrl`, `eval`, `ablation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kwargs) -> Any:
+    if callable(default):  # a factory (dict, list, lambda) for mutable defaults
+        return field(default_factory=default, metadata={"help": text}, **kwargs)
+    return field(default=default, metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class EmbedderTrainConfig:
+    """Embedder contrastive training (method.md, stage 3)."""
+
+    temperature: float = _help("InfoNCE temperature tau (paper 0.02, logit scale 50)", 0.02)
+    learning_rate: float = _help("peak learning rate, cosine schedule", 1e-4)
+    warmup_steps: int = _help("linear warm-up steps", 10)
+    weight_decay: float = _help("AdamW weight decay", 0.01)
+    epochs: float = _help("passes over the training pairs (ignored when max_steps > 0)", 2.0)
+    max_steps: int = _help("optimizer steps; > 0 overrides epochs", 0)
+    global_batch_size: int = _help("pairs per step over all ranks (paper: 512 for 2B, 256 for 4B)", 512)
+    evidence_mix: dict[str, float] = _help(
+        "share of pairs seen with each trace: raw (no T-CoT), teacher, blind (present but wrong evidence), "
+        "gold; the Embedder learns to weigh evidence against the pixels",
+        lambda: {"raw": 0.3, "teacher": 0.3, "blind": 0.2, "gold": 0.2},
+    )
+    dataset_weights: dict[str, float] = _help("per-subset sampling weight (x size); missing = 1", dict)
+    gradient_checkpointing: bool = _help("recompute activations in the backward pass (GPU memory)", True)
+    bf16: bool = _help("bfloat16 autocast (GPU)", True)
+    deepspeed: str = _help("DeepSpeed JSON config (e.g. infra/deepspeed/zero2.json); empty = plain / DDP", "")
+    num_threads: int = _help("torch CPU threads (0 = leave torch's default)", 0)
+    log_every: int = _help("log metrics every N steps", 10)
+    seed: int = _help("random seed", 0)
+
+    def __post_init__(self) -> None:
+        _positive(self, "temperature", "learning_rate", "global_batch_size")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError("EmbedderTrainConfig: set epochs > 0 or max_steps > 0")
+        unknown = set(self.evidence_mix) - {"raw", "teacher", "blind", "gold"}
+        if unknown or not self.evidence_mix or min(self.evidence_mix.values()) < 0:
+            raise ValueError(f"EmbedderTrainConfig.evidence_mix={self.evidence_mix}: keys raw, teacher, blind, gold; "
+                             "weights >= 0")
+
+
+def _positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{type(config).__name__}.{name}={value!r}: must be > 0")
+
+
+# --------------------------------------------------------------------------------------- profiles
+def profile_path(profile: str | Path) -> Path:
+    from importlib import resources
+
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    packaged = resources.files("embedrl") / "profiles" / f"{profile}.yaml"
+    if not packaged.is_file():
+        names = sorted(p.name.removesuffix(".yaml") for p in (resources.files("embedrl") / "profiles").iterdir()
+                       if p.name.endswith(".yaml"))
+        raise ValueError(f"unknown profile {profile!r}: use one of {names} or a path to a YAML file")
+    return Path(str(packaged))
+
+
+def profile_section(profile: str | Path, section: str) -> dict[str, Any]:
+    data = yaml.safe_load(profile_path(profile).read_text(encoding="utf-8")) or {}
+    return dict(data.get(section) or {})
+
+
+def build_config(cls: type[T], profile: str | Path | None = None, section: str = "", **overrides: Any) -> T:
+    """`cls` with the profile's `section` applied, then the overrides (None values are ignored)."""
+    values = profile_section(profile, section) if profile else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown} (from profile {profile!s} section "
+                         f"{section!r} or overrides); known: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    coerced = {k: _coerce(v, hints[k]) for k, v in values.items()}
+    return cls(**coerced)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,291 @@
+"""Evaluation: traces for queries and candidates, Embedder vectors, cosine scores, metrics.
+
+A *trace source* gives each side its T-CoT: none (raw input), a stored column of the prepared data
+(teacher or gold traces), or a Reasoner that writes them. Every unique side (same role, media and text)
+is traced and embedded once per evaluation, however many pools it appears in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedrl.data.sides import MediaStore, SideRef, eval_sides
+from embedrl.eval import metrics as M
+from embedrl.models.embedder import Embedder, EmbedderInputs
+from embedrl.tcot import TCoT, TCoTFormatError, parse
+from embedrl.train.embedder import build_side
+
+log = logging.getLogger(__name__)
+
+METRICS = {
+    "hit@1": lambda s, r: M.hit_at_k(s, r, 1),
+    "ndcg@5": lambda s, r: M.ndcg_at_k(s, r, 5),
+    "recall@1": lambda s, r: M.recall_at_k(s, r, 1),
+    "recall@10": lambda s, r: M.recall_at_k(s, r, 10),
+    "precision@1": lambda s, r: M.precision_at_k(s, r, 1),
+}
+
+
+@dataclass
+class Item:
+    """One side to trace and embed, with the stored traces the prepared data carries for it."""
+
+    key: tuple
+    ref: SideRef
+    role: str  # "query" | "target"
+    stored: dict[str, str] = field(default_factory=dict)  # "teacher" / "gold" -> T-CoT text
+
+
+@dataclass
+class TaskData:
+    name: str
+    queries: list[Item]
+    candidates: list[Item]
+    relevance: np.ndarray  # [Q, C]
+    mask: np.ndarray | None  # [Q, C] for local pools laid over a shared candidate list
+    query_ids: list[str]
+
+
+# ----------------------------------------------------------------------------------- trace sources
+class NoTrace:
+    name = "no_cot"
+
+    def traces(self, items: Sequence[Item], store: MediaStore) -> list[TCoT | None]:
+        return [None] * len(items)
+
+
+class StoredTrace:
+    """Traces written into the prepared data (`teacher` or `gold`)."""
+
+    def __init__(self, column: str, name: str):
+        self.column, self.name = column, name
+
+    def traces(self, items: Sequence[Item], store: MediaStore) -> list[TCoT | None]:
+        out = []
+        for item in items:
+            text = item.stored.get(self.column, "")
+            out.append(_parse_or_none(text, item, store) if text else None)
+        return out
+
+
+class ReasonerTrace:
+    """Traces the Reasoner writes (greedy); a trace that does not parse leaves the side raw, counted."""
+
+    def __init__(self, reasoner, name: str, batch_size: int = 64):
+        self.reasoner, self.name, self.batch_size = reasoner, name, batch_size
+        self.texts: dict[tuple, str] = {}
+
+    def traces(self, items: Sequence[Item], store: MediaStore) -> list[TCoT | None]:
+        texts = self.reasoner.generate([i.ref for i in items], [i.role for i in items], store,
+                                       batch_size=self.batch_size)
+        for item, text in zip(items, texts, strict=True):
+            self.texts[item.key] = text
+        return [_parse_or_none(t, i, store) for t, i in zip(texts, items, strict=True)]
+
+
+def _parse_or_none(text: str, item: Item, store: MediaStore) -> TCoT | None:
+    try:
+        return parse(text, modality=item.ref.modality, num_frames=store.num_frames(item.ref))
+    except (TCoTFormatError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------- task data
+def _item(cache: dict, ref: SideRef, role: str, stored: dict[str, str]) -> Item:
+    key = (role, ref.media_path, ref.clean_text)
+    if key not in cache:
+        cache[key] = Item(key, ref, role, stored)
+    return cache[key]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_task(root: Path, task) -> TaskData:
+    """Rows of one eval task as queries x (shared) candidates with relevance."""
+    if task.kind == "mmeb_eval":
+        return _local_task(root, task)
+    return _global_task(root, task)
+
+
+def _local_task(root: Path, task) -> TaskData:
+    from embedrl.data.readers import read_records
+
+    result = read_records(root / task.path, "mmeb_eval", data_root=root, quarantine=root / f"{task.name}.eval_quarantine.jsonl")
+    cache: dict = {}
+    queries, pools = [], []
+    for record in result.records:
+        row = record.to_dict()
+        query, candidates = eval_sides(row)
+        stored = {"teacher": row.get("qry_tcot", ""), "gold": row.get("qry_tcot_gold", "")}
+        queries.append(_item(cache, query, "query", stored))
+        pool = []
+        for j, cand in enumerate(candidates):
+            stored = {"teacher": (row.get("tgt_tcot") or [""] * len(candidates))[j],
+                      "gold": (row.get("tgt_tcot_gold") or [""] * len(candidates))[j]}
+            pool.append(_item(cache, cand, "target", stored))
+        relevance = row.get("tgt_relevance") or [1] + [0] * (len(candidates) - 1)
+        pools.append((pool, relevance))
+    candidates = list({id(i): i for pool, _ in pools for i in pool}.values())
+    index = {id(i): n for n, i in enumerate(candidates)}
+    rel = np.zeros((len(queries), len(candidates)))
+    mask = np.zeros((len(queries), len(candidates)), dtype=bool)
+    for q, (pool, relevance) in enumerate(pools):
+        for item, r in zip(pool, relevance, strict=True):
+            mask[q, index[id(item)]] = True
+            rel[q, index[id(item)]] = max(rel[q, index[id(item)]], r)
+    return TaskData(task.name, queries, candidates, rel, mask, [r.record_id() for r in result.records])
+
+
+def _global_task(root: Path, task) -> TaskData:
+    folder = root / task.path
+    queries_raw = _read_jsonl(folder / "queries.jsonl")
+    corpus_raw = _read_jsonl(folder / "corpus.jsonl")
+    if task.kind == "visdoc":
+        qid, cid, text_key, media_key, links, score_key = "query-id", "corpus-id", "query", "image_path", "qrels.jsonl", "score"
+    else:
+        qid, cid, text_key, media_key, links, score_key = "qid", "cid", "text", "video_path", "instances.jsonl", "relevance"
+    cache: dict = {}
+    queries = [_item(cache, SideRef(q[text_key], q.get("video_path", "") if task.kind == "uvrb" else "", {"type": "text"}),
+                     "query", {"teacher": q.get("tcot", ""), "gold": q.get("tcot_gold", "")}) for q in queries_raw]
+    candidates = []
+    for c in corpus_raw:
+        scene = json.loads(c["scene"]) if c.get("scene") else {}
+        ref = SideRef(c.get("caption", "") if task.kind == "uvrb" else "", c[media_key], scene)
+        candidates.append(_item(cache, ref, "target", {"teacher": c.get("tcot", ""), "gold": c.get("tcot_gold", "")}))
+    q_index = {q[qid]: n for n, q in enumerate(queries_raw)}
+    c_index = {c[cid]: n for n, c in enumerate(corpus_raw)}
+    rel = np.zeros((len(queries), len(candidates)))
+    for link in _read_jsonl(folder / links):
+        rel[q_index[link[qid]], c_index[link[cid]]] = link[score_key]
+    return TaskData(task.name, queries, candidates, rel, None, [q[qid] for q in queries_raw])
+
+
+# --------------------------------------------------------------------------------------- embedding
+@torch.no_grad()
+def embed_items(items: Sequence[Item], traces: Sequence[TCoT | None], embedder: Embedder, inputs: EmbedderInputs,
+                store: MediaStore, batch_size: int = 64) -> np.ndarray:
+    vectors = []
+    for start in range(0, len(items), batch_size):
+        chunk = range(start, min(start + batch_size, len(items)))
+        encoded = [inputs.encode(build_side(items[i].ref, store, traces[i])) for i in chunk]
+        vectors.append(embedder(inputs.collate(encoded)).numpy())
+    return np.concatenate(vectors) if vectors else np.zeros((0, 1))
+
+
+@dataclass
+class TaskResult:
+    name: str
+    metric: str
+    score: float  # 0..100
+    n_queries: int
+    predictions: list[dict]
+    trace_stats: dict[str, float]
+
+
+def evaluate_task(task, data: TaskData, source, embedder: Embedder, inputs: EmbedderInputs, store: MediaStore,
+                  batch_size: int = 64) -> TaskResult:
+    items = data.queries + data.candidates
+    traces = source.traces(items, store)
+    vectors = embed_items(items, traces, embedder, inputs, store, batch_size)
+    q, c = vectors[: len(data.queries)], vectors[len(data.queries):]
+    scores = q @ c.T
+    if data.mask is not None:
+        scores = np.where(data.mask, scores, -np.inf)
+    rel = data.relevance
+    metric_scores = np.where(np.isfinite(scores), scores, -1e9)
+    value = METRICS[task.metric](metric_scores, np.where(data.mask, rel, 0) if data.mask is not None else rel)
+    predictions = _predictions(data, metric_scores, traces)
+    return TaskResult(task.name, task.metric, 100.0 * value, len(data.queries), predictions,
+                      trace_statistics(items, traces))
+
+
+def _predictions(data: TaskData, scores: np.ndarray, traces) -> list[dict]:
+    out = []
+    n_q = len(data.queries)
+    for qi, qid in enumerate(data.query_ids):
+        order = np.lexsort((np.arange(scores.shape[1]), -scores[qi]))
+        valid = [int(j) for j in order if data.mask is None or data.mask[qi, j]][:5]
+        relevant = [int(j) for j in np.flatnonzero(data.relevance[qi] > 0)]
+        out.append({"task": data.name, "id": qid, "top5": valid, "relevant": relevant,
+                    "hit@1": bool(valid and valid[0] in relevant),
+                    "query_trace": _render(traces[qi]), "top1_trace": _render(traces[n_q + valid[0]]) if valid else ""})
+    return out
+
+
+def _render(tcot: TCoT | None) -> str:
+    from embedrl.tcot import render
+
+    return render(tcot) if tcot is not None else ""
+
+
+def trace_statistics(items: Sequence[Item], traces: Sequence[TCoT | None]) -> dict[str, float]:
+    """On scenes with fine evidence: how often the trace holds it, how often it names an absent object."""
+    from embedrl.tcot.teachers import names_absent_object, names_disambiguating_evidence
+
+    has_trace = [t is not None for t in traces]
+    scored = [(i, t) for i, t in zip(items, traces, strict=True)
+              if t is not None and i.ref.scene.get("type") in ("image", "video") and _has_fine_evidence(i.ref.scene)]
+    stats = {"trace_rate": float(np.mean(has_trace)) if traces else 0.0}
+    if scored:
+        stats["evidence_rate"] = float(np.mean([names_disambiguating_evidence(t, i.ref.scene) for i, t in scored]))
+        stats["absent_rate"] = float(np.mean([names_absent_object(t, i.ref.scene) for i, t in scored]))
+    return stats
+
+
+def _has_fine_evidence(scene: dict) -> bool:
+    if scene.get("type") == "image":
+        return scene.get("marked") is not None
+    return scene.get("type") == "video"
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=None, registry: str = "minimmeb",
+             batch_size: int = 64, max_queries: int | None = None) -> dict:
+    """Scores of `source`'s traces on every eval task; returns the aggregated result with predictions."""
+    from embedrl.eval.aggregate import aggregate
+    from embedrl.eval.registry import tasks_for_data
+    from embedrl.models.factory import load_model
+
+    started = time.perf_counter()
+    root = Path(data_root)
+    tasks = tasks or tasks_for_data(root, registry)
+    vlm, processor = load_model(embedder_dir)
+    inputs = EmbedderInputs(processor)
+    embedder = Embedder(vlm, inputs.emb_id).eval()
+    store = MediaStore(root)
+    results = []
+    for task in tasks:
+        data = load_task(root, task)
+        if max_queries:
+            data = _truncate(data, max_queries)
+        results.append(evaluate_task(task, data, source, embedder, inputs, store, batch_size))
+        log.info("%s %s: %s %.1f (%d queries)", source.name, task.name, task.metric, results[-1].score, results[-1].n_queries)
+    summary = aggregate({r.name: r.score for r in results}, tasks)
+    summary["variant"] = source.name
+    summary["trace_stats"] = _merge_stats(results)
+    summary["seconds"] = time.perf_counter() - started
+    summary["predictions"] = [p for r in results for p in r.predictions]
+    return summary
+
+
+def _truncate(data: TaskData, n: int) -> TaskData:
+    if data.mask is None:
+        return TaskData(data.name, data.queries[:n], data.candidates, data.relevance[:n], None, data.query_ids[:n])
+    keep = np.flatnonzero(data.mask[:n].any(axis=0))
+    return TaskData(data.name, data.queries[:n], [data.candidates[j] for j in keep], data.relevance[:n][:, keep],
+                    data.mask[:n][:, keep], data.query_ids[:n])
+
+
+def _merge_stats(results: list[TaskResult]) -> dict[str, float]:
+    keys = {k for r in results for k in r.trace_stats}
+    return {k: float(np.mean([r.trace_stats[k] for r in results if k in r.trace_stats])) for k in sorted(keys)}

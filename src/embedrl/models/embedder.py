@@ -1,0 +1,189 @@
+"""The Embedder: one L2-normalised vector per input, the last hidden state at the `<emb>` token.
+
+Input, as a chat (method.md): user turn = media, text, then the T-CoT with its evidence media (crops,
+key frames) inserted between `</thinking>` and `<rethink>`, then "Summarize the above content in one
+word:"; assistant turn = `<emb>`. Without a T-CoT (the `no_cot` variant) the user turn holds media and
+text only.
+
+The HF processor runs once per image (its pixels are cached); sequences are then assembled by hand, so
+a training step only pads ids and concatenates pixel tensors. Batches are left-padded, which puts
+`<emb>` at the last position of every row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from embedrl.tcot import TCoT, render
+
+log = logging.getLogger(__name__)
+
+SUMMARY_PROMPT = "Summarize the above content in one word:"
+PATCH_ALIGN = 28  # patch 14 x merge 2: image sides are multiples of this
+
+
+@dataclass(frozen=True)
+class ImageSizes:
+    """Pixel sizes the Embedder sees (all multiples of 28). Fine detail lives below these scales."""
+
+    image: int = 112  # a whole image or page
+    frame: int = 56  # each of the 8 frames of a clip
+    crop_long_side: int = 56  # evidence crop, aspect kept, longer side
+    key_frame: int = 112  # an evidence key frame, seen sharper than the clip's frames
+
+
+@dataclass
+class Side:
+    """One thing to embed: text, media (one image, or frames), an optional T-CoT and its evidence."""
+
+    text: str
+    media: list[Image.Image] = field(default_factory=list)
+    media_kind: str = "text"  # "text" | "image" | "video"
+    tcot: TCoT | None = None
+    evidence: list[Image.Image] = field(default_factory=list)
+    evidence_kind: str = "crop"  # "crop" | "frame"
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    pixel_values: torch.Tensor | None  # [patches, patch_dim]
+    grid_thw: torch.Tensor | None  # [images, 3]
+
+
+def _aligned(value: float) -> int:
+    return max(PATCH_ALIGN, int(round(value / PATCH_ALIGN)) * PATCH_ALIGN)
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    return image.convert("RGB").resize((size, size), Image.BICUBIC)
+
+
+def resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
+    w, h = image.size
+    scale = long_side / max(w, h)
+    return image.convert("RGB").resize((_aligned(w * scale), _aligned(h * scale)), Image.BICUBIC)
+
+
+class EmbedderInputs:
+    """Turns `Side`s into model inputs for the Embedder (and the Reasoner's prompt media)."""
+
+    def __init__(self, processor, *, sizes: ImageSizes | None = None, max_text_tokens: int = 256):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.sizes = sizes or ImageSizes()
+        self.max_text_tokens = max_text_tokens
+        merge = getattr(processor.image_processor, "merge_size", 2)
+        self.merge_area = merge * merge
+        tok = self.tokenizer
+        self.image_pad_id = tok.convert_tokens_to_ids("<|image_pad|>")
+        self.vision_start_id = tok.convert_tokens_to_ids("<|vision_start|>")
+        self.vision_end_id = tok.convert_tokens_to_ids("<|vision_end|>")
+        self.emb_id = tok.convert_tokens_to_ids("<emb>")
+        if self.emb_id is None or self.emb_id == tok.unk_token_id:
+            raise ValueError("the tokenizer has no <emb> token; build models with `embedrl model init`")
+        self._head = self._ids("<|im_start|>user\n")
+        self._tail = self._ids(f"\n{SUMMARY_PROMPT}<|im_end|>\n<|im_start|>assistant\n") + [self.emb_id]
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _text_ids(self, text: str) -> list[int]:
+        ids = self._ids(text)
+        return ids[: self.max_text_tokens]
+
+    def pixels(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.processor.image_processor(images=[image], return_tensors="pt")
+        return out["pixel_values"], out["image_grid_thw"]
+
+    def _image_block(self, image: Image.Image, pixels: list, grids: list) -> list[int]:
+        values, grid = self.pixels(image)
+        pixels.append(values)
+        grids.append(grid)
+        n_tokens = int(grid.prod()) // self.merge_area
+        return [self.vision_start_id] + [self.image_pad_id] * n_tokens + [self.vision_end_id]
+
+    def media_images(self, side: Side) -> list[Image.Image]:
+        if side.media_kind == "video":
+            return [resize_square(f, self.sizes.frame) for f in side.media]
+        return [resize_square(m, self.sizes.image) for m in side.media]
+
+    def evidence_images(self, side: Side) -> list[Image.Image]:
+        if side.evidence_kind == "frame":
+            return [resize_square(f, self.sizes.key_frame) for f in side.evidence]
+        return [resize_long_side(c, self.sizes.crop_long_side) for c in side.evidence]
+
+    def encode(self, side: Side) -> Encoded:
+        pixels: list[torch.Tensor] = []
+        grids: list[torch.Tensor] = []
+        ids = list(self._head)
+        for image in self.media_images(side):
+            ids += self._image_block(image, pixels, grids)
+        ids += self._text_ids(side.text)
+        if side.tcot is not None:
+            thinking, rest = _split_after_thinking(render(side.tcot))
+            ids += self._ids("\n") + self._text_ids(thinking)
+            for image in self.evidence_images(side):
+                ids += self._image_block(image, pixels, grids)
+            ids += self._text_ids(rest)
+        ids += self._tail
+        if not pixels:
+            return Encoded(ids, None, None)
+        return Encoded(ids, torch.cat(pixels), torch.cat(grids))
+
+    def collate(self, encoded: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        """Left-padded batch with `<emb>` last in every row."""
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(e.input_ids) for e in encoded)
+        input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            input_ids[row, width - len(e.input_ids):] = torch.tensor(e.input_ids)
+            attention[row, width - len(e.input_ids):] = 1
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "mm_token_type_ids": (input_ids == self.image_pad_id).long(),
+        }
+        with_pixels = [e for e in encoded if e.pixel_values is not None]
+        if with_pixels:
+            batch["pixel_values"] = torch.cat([e.pixel_values for e in with_pixels])
+            batch["image_grid_thw"] = torch.cat([e.grid_thw for e in with_pixels])
+        return batch
+
+
+def _split_after_thinking(text: str) -> tuple[str, str]:
+    cut = text.index("</thinking>") + len("</thinking>")
+    return text[:cut], text[cut:]
+
+
+def language_backbone(vlm):
+    """The VLM without its LM head (Qwen*VLModel), also through a peft wrapper."""
+    model = vlm
+    while hasattr(model, "base_model") and model.base_model is not model:
+        model = model.base_model
+        if hasattr(model, "model") and not hasattr(model, "language_model"):
+            model = model.model
+    return model.model if hasattr(model, "model") and hasattr(model.model, "language_model") else model
+
+
+class Embedder(torch.nn.Module):
+    """Wraps a Qwen-VL: `forward(batch)` returns L2-normalised `<emb>` hidden states [B, D]."""
+
+    def __init__(self, vlm, emb_token_id: int):
+        super().__init__()
+        self.vlm = vlm
+        self.emb_token_id = emb_token_id
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if not bool((batch["input_ids"][:, -1] == self.emb_token_id).all()):
+            raise ValueError("every row must end with <emb> (left padding); build batches with EmbedderInputs")
+        backbone = language_backbone(self.vlm)
+        out = backbone(**batch, use_cache=False)
+        return F.normalize(out.last_hidden_state[:, -1].float(), dim=-1)

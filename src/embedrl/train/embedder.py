@@ -1,0 +1,239 @@
+"""Embedder contrastive training (method.md stage 3): symmetric InfoNCE over `<emb>` vectors.
+
+Each pair is seen with one trace variant (config.evidence_mix): raw input, the teacher's T-CoT, a
+*blind* T-CoT (evidence that is present but not the disambiguating one), or the gold T-CoT; the trace's
+boxes become crops and its key frames become frames that the Embedder sees after `</thinking>`. Every
+step's pairs come from one subset (probability proportional to weight x size); in-batch negatives are
+gathered across ranks with gradients. Runs in one process, under torchrun, or with DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedrl.config import EmbedderTrainConfig, config_dict
+from embedrl.data.readers import iter_manifest_tasks, read_records
+from embedrl.data.sides import MediaStore, SideRef, train_sides
+from embedrl.models.embedder import Embedder, EmbedderInputs, Side
+from embedrl.tcot import TCoT, extract_evidence, parse
+from embedrl.tcot.teachers import blind_tcot, gold_tcot
+
+log = logging.getLogger(__name__)
+VARIANTS = ("raw", "teacher", "blind", "gold")
+
+
+@dataclass
+class Pair:
+    subset: str
+    query: SideRef
+    positive: SideRef
+    query_tcot: str
+    positive_tcot: str
+
+
+@dataclass
+class EmbedderTrainResult:
+    out_dir: Path
+    steps: int
+    losses: list[float]
+    accuracies: list[float]
+    seconds: float
+
+    @property
+    def first_loss(self) -> float:
+        return float(np.mean(self.losses[: max(1, len(self.losses) // 10)]))
+
+    @property
+    def last_loss(self) -> float:
+        return float(np.mean(self.losses[-max(1, len(self.losses) // 10):]))
+
+
+# -------------------------------------------------------------------------------------------- data
+def load_pairs(data_root: str | Path, split: str = "train", quarantine: str | Path | None = None) -> dict[str, list[Pair]]:
+    """Prepared pairs of a split by subset, read through the validating reader (bad rows quarantined)."""
+    root = Path(data_root)
+    pairs: dict[str, list[Pair]] = {}
+    for task in iter_manifest_tasks(root):
+        if task.split != split or task.kind != "mmeb_train":
+            continue
+        result = read_records(task.location(root), "mmeb_train", data_root=root, quarantine=quarantine)
+        for record in result.records:
+            row = record.to_dict()
+            query, positive = train_sides(row)
+            pairs.setdefault(task.name, []).append(
+                Pair(task.name, query, positive, row.get("qry_tcot") or "", row.get("pos_tcot") or ""))
+    if not pairs:
+        raise ValueError(f"{root}: no {split} pairs found (manifest tasks with split={split!r}, kind mmeb_train)")
+    return pairs
+
+
+def trace_for(ref: SideRef, variant: str, teacher_text: str, num_frames: int | None) -> TCoT | None:
+    """The T-CoT a side is shown with under a variant (None = raw input)."""
+    if variant == "raw":
+        return None
+    if variant == "teacher":
+        if not teacher_text:
+            return None
+        return parse(teacher_text, modality=ref.modality, num_frames=num_frames)
+    writer = gold_tcot if variant == "gold" else blind_tcot
+    if not ref.scene:  # data without scene graphs (real data): fall back to the teacher's trace
+        return trace_for(ref, "teacher", teacher_text, num_frames)
+    return writer(ref.scene, text=ref.clean_text)
+
+
+def build_side(ref: SideRef, store: MediaStore, tcot: TCoT | None) -> Side:
+    """A side with its media loaded and its trace's evidence extracted from the original media."""
+    media = store.load(ref)
+    evidence, kind = [], "crop"
+    if tcot is not None and media:
+        if ref.media_kind == "video":
+            evidence, kind = extract_evidence(tcot, frames=media).images, "frame"
+        else:
+            evidence = extract_evidence(tcot, image=media[0]).images
+    return Side(ref.clean_text, media, ref.media_kind, tcot, evidence, kind)
+
+
+# ------------------------------------------------------------------------------------------- train
+def _pick_variants(rng: np.random.Generator, mix: dict[str, float], n: int) -> list[str]:
+    names = [v for v in VARIANTS if mix.get(v, 0) > 0]
+    weights = np.array([mix[v] for v in names], dtype=float)
+    return [names[i] for i in rng.choice(len(names), size=n, p=weights / weights.sum())]
+
+
+def _total_steps(config: EmbedderTrainConfig, n_pairs: int) -> int:
+    if config.max_steps > 0:
+        return config.max_steps
+    return max(1, math.ceil(config.epochs * n_pairs / config.global_batch_size))
+
+
+def _apply_lora(vlm, spec) -> torch.nn.Module:
+    if not spec or spec.get("lora_r", 0) <= 0:
+        return vlm
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=spec["lora_r"], lora_alpha=spec["lora_alpha"], lora_dropout=spec.get("lora_dropout", 0.0),
+                      target_modules=list(spec["lora_target_modules"]), bias="none")
+    return get_peft_model(vlm, lora)
+
+
+def train_embedder(
+    data_root: str | Path,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    config: EmbedderTrainConfig,
+    *,
+    lora: dict | None = None,
+    progress: bool = True,
+) -> EmbedderTrainResult:
+    """Train the Embedder of `model_dir` on the prepared pairs under `data_root`; save to `out_dir`."""
+    from tqdm import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from embedrl.models.factory import load_model
+    from embedrl.train.contrastive import info_nce_details
+    from embedrl.train.distributed import init_distributed
+    from embedrl.train.sampling import DatasetBatchSampler
+
+    started = time.perf_counter()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    dist = init_distributed()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng([config.seed, dist.rank])
+    out = Path(out_dir)
+    pairs = load_pairs(data_root, "train", quarantine=out / "train_quarantine.jsonl")
+    n_pairs = sum(len(v) for v in pairs.values())
+    store = MediaStore(data_root)
+
+    vlm, processor = load_model(model_dir)
+    vlm = _apply_lora(vlm, lora)
+    vlm.train()
+    inputs = EmbedderInputs(processor)
+    embedder = Embedder(vlm, inputs.emb_id)
+    params = [p for p in embedder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps = _total_steps(config, n_pairs)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, steps)
+    sampler = DatasetBatchSampler({k: len(v) for k, v in pairs.items()}, config.global_batch_size,
+                                  weights=config.dataset_weights or None, seed=config.seed,
+                                  rank=dist.rank, world_size=dist.world_size)
+    batches = _endless(sampler)
+    losses, accuracies = [], []
+    log_path = out / "train_log.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log_file:
+        for step in tqdm(range(1, steps + 1), desc="embedder", disable=not (progress and dist.is_main)):
+            subset, indices = next(batches)
+            batch = [pairs[subset][i] for i in indices]
+            variants = _pick_variants(rng, config.evidence_mix, len(batch))
+            q_batch, t_batch = _encode_pairs(batch, variants, store, inputs)
+            details = info_nce_details(embedder(q_batch), embedder(t_batch), temperature=config.temperature)
+            optimizer.zero_grad(set_to_none=True)
+            details.loss.backward()
+            _average_gradients(params, dist)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(details.loss))
+            accuracies.append(float(details.accuracy))
+            record = {"step": step, "subset": subset, "loss": losses[-1], "accuracy": accuracies[-1],
+                      "lr": scheduler.get_last_lr()[0]}
+            log_file.write(json.dumps(record) + "\n")
+            if step % config.log_every == 0 or step == steps:
+                log.info("embedder step %d/%d loss %.4f acc %.3f (%s)", step, steps, losses[-1], accuracies[-1], subset)
+    if dist.is_main:
+        _save(embedder.vlm, processor, out, config, model_dir)
+    return EmbedderTrainResult(out, steps, losses, accuracies, time.perf_counter() - started)
+
+
+def _endless(sampler):
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from sampler
+        epoch += 1
+
+
+def _encode_pairs(batch: list[Pair], variants: list[str], store: MediaStore, inputs: EmbedderInputs):
+    queries, targets = [], []
+    for pair, variant in zip(batch, variants, strict=True):
+        for ref, text, bucket in ((pair.query, pair.query_tcot, queries), (pair.positive, pair.positive_tcot, targets)):
+            tcot = trace_for(ref, variant, text, store.num_frames(ref))
+            bucket.append(inputs.encode(build_side(ref, store, tcot)))
+    return inputs.collate(queries), inputs.collate(targets)
+
+
+def _average_gradients(params, dist) -> None:
+    """DDP-style averaging over ranks (the loss on each rank already covers the gathered batch)."""
+    if dist.world_size <= 1:
+        return
+    import torch.distributed as tdist
+
+    for p in params:
+        if p.grad is not None:
+            tdist.all_reduce(p.grad)
+            p.grad /= dist.world_size
+
+
+def _save(vlm, processor, out: Path, config: EmbedderTrainConfig, base_dir) -> None:
+    from embedrl.models.factory import save_model_dir
+    from embedrl.models.spec import ModelSpec
+
+    if hasattr(vlm, "merge_and_unload"):
+        vlm = vlm.merge_and_unload()
+    vlm.eval()
+    base = json.loads((Path(base_dir) / "embedrl.json").read_text()) if (Path(base_dir) / "embedrl.json").exists() else {}
+    spec = ModelSpec.from_dict(base["spec"]) if "spec" in base else ModelSpec(role="embedder")
+    save_model_dir(vlm, processor, out / "model", spec=spec, seed=config.seed)
+    meta_path = out / "model" / "embedrl.json"
+    meta = json.loads(meta_path.read_text())
+    meta["stage"] = {"name": "train_embedder", "config": config_dict(config), "base_model": str(base_dir)}
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
