@@ -50,6 +50,87 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _data_prepare(args: argparse.Namespace) -> int:
+    from embedrl.data.prepare import prepare
+
+    summary = prepare(args.data, args.out, filter_judge=None if args.no_filter else "label")
+    print(summary.describe())
+    return 0
+
+
+def _stage_overrides(args: argparse.Namespace, *names: str) -> dict:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _train_embedder(args: argparse.Namespace) -> int:
+    from embedrl.config import EmbedderTrainConfig, build_config
+    from embedrl.models.spec import load_model_specs
+    from embedrl.train.embedder import train_embedder
+
+    config = build_config(EmbedderTrainConfig, args.profile, "embedder", **_stage_overrides(args, "max_steps", "seed"))
+    spec = load_model_specs(args.profile)["embedder"]
+    result = train_embedder(args.data, args.model, args.out, config, lora=spec.to_dict() if spec.lora_r > 0 else None)
+    print(f"embedder: {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}, "
+          f"{result.seconds:.0f} s -> {result.out_dir / 'model'}")
+    return 0
+
+
+def _train_sft(args: argparse.Namespace) -> int:
+    from embedrl.config import build_config
+    from embedrl.train.sft import SFTStageConfig, train_sft
+
+    config = build_config(SFTStageConfig, args.profile, "sft", output_dir=args.out,
+                          **_stage_overrides(args, "max_steps", "seed"))
+    result = train_sft(args.data, args.model, args.out, config)
+    print(f"sft: loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}, {result.seconds:.0f} s -> {args.out}/model")
+    return 0
+
+
+def _train_egrl(args: argparse.Namespace) -> int:
+    from embedrl.config import build_config
+    from embedrl.train.egrl import EGRLStageConfig, train_egrl
+
+    config = build_config(EGRLStageConfig, args.profile, "egrl", output_dir=args.out,
+                          **_stage_overrides(args, "max_steps", "seed", "judge"))
+    result = train_egrl(args.data, args.reasoner, args.embedder, args.out, config)
+    first, last = result.history[0], result.history[-1]
+    print(f"eg-rl: {len(result.history)} steps, outcome {first['outcome']:.3f} -> {last['outcome']:.3f}, "
+          f"process {first['process']:.2f} -> {last['process']:.2f}, {result.seconds:.0f} s -> {args.out}/model")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from embedrl.config import EvalConfig, build_config
+    from embedrl.eval.evaluator import NoTrace, ReasonerTrace, StoredTrace, evaluate
+    from embedrl.eval.report import write_report
+
+    config = build_config(EvalConfig, args.profile, "eval", **_stage_overrides(args, "max_queries"))
+    if args.reasoner:
+        from embedrl.models.reasoner import Reasoner
+
+        source = ReasonerTrace(Reasoner.load(args.reasoner, max_new_tokens=config.max_new_tokens), args.variant or "reasoner_cot",
+                               batch_size=config.reasoner_batch_size)
+    elif args.variant in (None, "no_cot"):
+        source = NoTrace()
+    else:
+        source = StoredTrace({"teacher_cot": "teacher", "oracle_cot": "gold"}[args.variant], args.variant)
+    result = evaluate(args.data, args.embedder, source, registry=config.registry, batch_size=config.batch_size,
+                      max_queries=config.max_queries or None)
+    predictions = result.pop("predictions")
+    paths = write_report(args.out, result, title=f"embedrl evaluation ({source.name})", predictions=predictions)
+    print(f"{source.name}: overall {result['overall']:.1f} " + " ".join(f"{m} {v:.1f}" for m, v in result["by_modality"].items()))
+    print(f"report: {paths['markdown']}")
+    return 0
+
+
+def _experiment_ablation(args: argparse.Namespace) -> int:
+    from embedrl.experiment import ablation_markdown, run_ablation
+
+    summary = run_ablation(args.profile, args.data_seed, args.seeds, args.out, size=args.size)
+    print(ablation_markdown(summary))
+    return 0
+
+
 ROLE_SEED_OFFSET = {"embedder": 0, "reasoner": 1}  # the two roles share no weights, not even at init
 
 
@@ -99,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(commands["data"])
     _add_model_commands(commands["model"])
+    _add_train_commands(commands["train"])
+    _add_evaluate_command(sub["evaluate"])
+    _add_experiment_commands(commands["experiment"])
     return parser
 
 
@@ -123,6 +207,62 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     val.add_argument("--quarantine", default=None, help="quarantine file (default: <PATH>.quarantine.jsonl)")
     val.add_argument("--data-root", default=None, help="root that media paths resolve against (default: found from PATH)")
     val.set_defaults(handler=_data_validate)
+
+    prep = commands.add_parser("prepare", help="T-CoT synthesis (teacher) and consistency filter -> prepared data set")
+    prep.add_argument("--data", required=True, help="source data set (MiniMMEB)")
+    prep.add_argument("--out", required=True, help="prepared data set directory (replaced)")
+    prep.add_argument("--no-filter", action="store_true", help="keep pairs the consistency judge flags")
+    prep.set_defaults(handler=_data_prepare)
+
+
+def _add_train_commands(commands: argparse._SubParsersAction) -> None:
+    def stage(name: str, text: str, handler: Handler) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=text, description=text)
+        p.add_argument("--profile", default="tiny", help="profile name or YAML file (default: tiny)")
+        p.add_argument("--data", required=True, help="prepared data set (embedrl data prepare)")
+        p.add_argument("--out", required=True, help="output directory; the model goes to OUT/model")
+        p.add_argument("--max-steps", type=int, default=None, help="override the profile's step count")
+        p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+        p.set_defaults(handler=handler)
+        return p
+
+    emb = stage("embedder", "Embedder contrastive training (symmetric InfoNCE, <emb> pooling)", _train_embedder)
+    emb.add_argument("--model", required=True, help="initial Embedder directory (embedrl model init)")
+    sft = stage("sft", "SFT cold start of the Reasoner on teacher T-CoTs (trl SFTTrainer)", _train_sft)
+    sft.add_argument("--model", required=True, help="initial Reasoner directory")
+    rl = stage("egrl", "EG-RL: GRPO of the Reasoner rewarded by the frozen Embedder (trl GRPOTrainer)", _train_egrl)
+    rl.add_argument("--reasoner", required=True, help="SFT Reasoner directory")
+    rl.add_argument("--embedder", required=True, help="trained Embedder directory (frozen reward model)")
+    rl.add_argument("--judge", default=None, choices=["lexical", "chat"], help="process-reward judge")
+
+
+def _add_evaluate_command(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="tiny", help="profile name or YAML file")
+    p.add_argument("--data", help="prepared data set with an eval split")
+    p.add_argument("--embedder", help="Embedder directory")
+    p.add_argument("--reasoner", default=None, help="Reasoner directory: it writes the T-CoTs")
+    p.add_argument("--variant", default=None, choices=["no_cot", "teacher_cot", "oracle_cot", "sft_cot", "egrl_cot"],
+                   help="trace source without --reasoner (no_cot, teacher_cot, oracle_cot); a label with it")
+    p.add_argument("--out", help="report directory (metrics.json, predictions.jsonl, report.md/html)")
+    p.add_argument("--max-queries", type=int, default=None, help="queries per task (smoke tests)")
+    p.set_defaults(handler=_evaluate_or_help, group_parser=p)
+
+
+def _evaluate_or_help(args: argparse.Namespace) -> int:
+    if not (args.data and args.embedder and args.out):
+        args.group_parser.print_help(sys.stderr)
+        return 2
+    return _evaluate(args)
+
+
+def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
+    abl = commands.add_parser("ablation", help="the miniature ablation: every stage, five variants, several seeds")
+    abl.add_argument("--profile", default="tiny", help="profile name or YAML file")
+    abl.add_argument("--data-seed", type=int, default=0, help="seed of the generated MiniMMEB")
+    abl.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    abl.add_argument("--size", default="default", choices=["default", "small"], help="MiniMMEB size preset")
+    abl.add_argument("--out", required=True, help="output directory (ablation.json, ablation.md, runs)")
+    abl.set_defaults(handler=_experiment_ablation)
 
 
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:

@@ -57,6 +57,11 @@ class _FramesAsImages:
         return args
 
     def __call__(self, images=None, text=None, videos=None, **kwargs):
+        if isinstance(images, (list, tuple)):
+            # A batch mixing prompts with and without images (trl passes None for the latter): the
+            # placeholders in the texts already say which image goes where, so a flat list is enough.
+            images = [image for entry in images if entry is not None
+                      for image in (entry if isinstance(entry, (list, tuple)) else [entry])] or None
         if videos is not None:
             images, text = self._videos_as_frames(images, text, videos)
         return super().__call__(images=images, text=text, **kwargs)

@@ -37,6 +37,7 @@ class Pair:
     positive: SideRef
     query_tcot: str
     positive_tcot: str
+    group: str = ""  # RL pairs whose targets are near misses of each other share a group
 
 
 @dataclass
@@ -69,7 +70,8 @@ def load_pairs(data_root: str | Path, split: str = "train", quarantine: str | Pa
             row = record.to_dict()
             query, positive = train_sides(row)
             pairs.setdefault(task.name, []).append(
-                Pair(task.name, query, positive, row.get("qry_tcot") or "", row.get("pos_tcot") or ""))
+                Pair(task.name, query, positive, row.get("qry_tcot") or "", row.get("pos_tcot") or "",
+                     row.get("group") or ""))
     if not pairs:
         raise ValueError(f"{root}: no {split} pairs found (manifest tasks with split={split!r}, kind mmeb_train)")
     return pairs

@@ -1,0 +1,251 @@
+"""The miniature ablation (the paper's Table 3/4 in small): every stage, five variants, several seeds.
+
+Variants, all scored by the same Embedder on the eval split:
+- no_cot: raw input; teacher_cot: the teacher's traces; sft_cot: the SFT Reasoner's traces;
+- egrl_cot: the EG-RL Reasoner's traces; oracle_cot: gold traces (the upper bound).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedrl.config import EmbedderTrainConfig, EvalConfig, build_config
+
+log = logging.getLogger(__name__)
+VARIANTS = ("no_cot", "teacher_cot", "sft_cot", "egrl_cot", "oracle_cot")
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    embedder: Path
+    sft: Path
+    egrl: Path
+    timings: dict[str, float]
+    reward_history: list[dict]
+    pre_rl_check: dict
+
+
+def _timed(timings: dict, name: str, fn, *args, **kwargs):
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    timings[name] = round(time.perf_counter() - started, 1)
+    log.info("%s took %.1f s", name, timings[name])
+    return result
+
+
+def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides: dict | None = None) -> SeedRun:
+    """Model init, Embedder, SFT, pre-RL check and EG-RL for one seed."""
+    from embedrl.cli import ROLE_SEED_OFFSET
+    from embedrl.models.factory import init_model_dir
+    from embedrl.models.spec import load_model_specs
+    from embedrl.train.egrl import EGRLStageConfig, train_egrl
+    from embedrl.train.embedder import train_embedder
+    from embedrl.train.sft import SFTStageConfig, train_sft
+
+    overrides = overrides or {}
+    timings: dict[str, float] = {}
+    specs = load_model_specs(profile)
+    init = out / "init"
+    for role in ("embedder", "reasoner"):
+        if not (init / role / "embedrl.json").exists():
+            init_model_dir(specs[role], init / role, seed=seed + ROLE_SEED_OFFSET[role])
+    lora = specs["embedder"].to_dict() if specs["embedder"].lora_r > 0 else None
+    emb_cfg = build_config(EmbedderTrainConfig, profile, "embedder", seed=seed, **overrides.get("embedder", {}))
+    _timed(timings, "train_embedder", train_embedder, prepared, init / "embedder", out / "embedder", emb_cfg,
+           lora=lora, progress=False)
+    sft_cfg = build_config(SFTStageConfig, profile, "sft", seed=seed, output_dir=str(out / "sft"),
+                           **overrides.get("sft", {}))
+    _timed(timings, "sft_cold_start", train_sft, prepared, init / "reasoner", out / "sft", sft_cfg)
+    egrl_cfg = build_config(EGRLStageConfig, profile, "egrl", seed=seed, output_dir=str(out / "egrl"),
+                            **overrides.get("egrl", {}))
+    check = _timed(timings, "pre_rl_check", pre_rl_check, prepared, out / "sft" / "model",
+                   out / "embedder" / "model", egrl_cfg)
+    (out / "pre_rl_check.json").write_text(json.dumps(check, indent=1) + "\n")
+    result = _timed(timings, "eg_rl", train_egrl, prepared, out / "sft" / "model", out / "embedder" / "model",
+                    out / "egrl", egrl_cfg)
+    return SeedRun(seed, out / "embedder" / "model", out / "sft" / "model", out / "egrl" / "model", timings,
+                   result.history, check)
+
+
+def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 16) -> dict:
+    """Is there something for RL to learn? reward(gold) - reward(teacher) against the spread in a group.
+
+    Rewards use the EG-RL definition on RL groups: gold and teacher traces as single rollouts, and
+    G sampled rollouts of the SFT Reasoner (at the RL temperature) for the within-group spread.
+    """
+    import torch
+
+    from embedrl.data.sides import MediaStore
+    from embedrl.models.embedder import Embedder, EmbedderInputs
+    from embedrl.models.factory import load_model
+    from embedrl.models.reasoner import Reasoner, ReasonerImageSizes
+    from embedrl.tcot import render
+    from embedrl.tcot.teachers import gold_tcot
+    from embedrl.train.egrl import EGRLRewards, egrl_dataset
+
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    sizes = ReasonerImageSizes(config.reasoner_image_size, config.reasoner_frame_size)
+    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, style=config.prompt_style,
+                               sizes=sizes, seed=config.seed)
+    store = MediaStore(prepared)
+    emb_model, emb_proc = load_model(embedder_dir)
+    inputs = EmbedderInputs(emb_proc)
+    rewards = EGRLRewards(sides, store, Embedder(emb_model, inputs.emb_id).eval(), inputs, config,
+                          Path(prepared) / ".pre_rl_rewards.jsonl")
+    teacher_text = _teacher_texts(prepared)
+    reasoner = Reasoner.load(reasoner_dir, style=config.prompt_style, max_new_tokens=config.max_completion_length,
+                             sizes=sizes)
+    per_group = 2 * config.pairs_per_step
+    weights = np.array(config.reward_weights)
+    gold, teacher, spread = [], [], []
+    for g in range(min(n_groups, len(rows) // per_group)):
+        group = rows[g * per_group:(g + 1) * per_group]
+        columns = {k: [r[k] for r in group] for k in ("side", "pair_index", "role")}
+        refs = [sides[r["side"]] for r in group]
+        gold_texts = [render(gold_tcot(ref.scene or {"type": "text"}, text=ref.clean_text)) for ref in refs]
+        gold.append(_total(rewards._compute(gold_texts, columns), weights).mean())
+        teacher.append(_total(rewards._compute([teacher_text.get(_key(r), "") for r in refs], columns), weights).mean())
+        samples = reasoner.generate([r for r in refs for _ in range(config.num_generations)],
+                                    [r["role"] for r in group for _ in range(config.num_generations)], store,
+                                    do_sample=True, temperature=config.temperature, batch_size=128)
+        sampled_columns = {k: [v for v in columns[k] for _ in range(config.num_generations)] for k in columns}
+        totals = _total(rewards._compute(samples, sampled_columns), weights).reshape(per_group, config.num_generations)
+        spread.append(float(totals.std(axis=1).mean()))
+    gap = float(np.mean(gold) - np.mean(teacher))
+    within = float(np.mean(spread))
+    return {"groups": len(gold), "reward_gold": float(np.mean(gold)), "reward_teacher": float(np.mean(teacher)),
+            "gap": gap, "within_group_std": within, "passed": gap > within}
+
+
+def _total(components: dict[str, list[float]], weights: np.ndarray) -> np.ndarray:
+    return (weights[0] * np.array(components["format"]) + weights[1] * np.array(components["process"])
+            + weights[2] * np.array(components["outcome"]))
+
+
+def _key(ref) -> tuple:
+    return (ref.media_path, ref.clean_text)
+
+
+def _teacher_texts(prepared: Path) -> dict[tuple, str]:
+    from embedrl.train.embedder import load_pairs
+
+    texts = {}
+    for pairs in load_pairs(prepared, "rl").values():
+        for p in pairs:
+            texts[_key(p.query)] = p.query_tcot
+            texts[_key(p.positive)] = p.positive_tcot
+    return texts
+
+
+# ---------------------------------------------------------------------------------------- ablation
+def evaluate_variants(prepared: Path, run: SeedRun, eval_cfg: EvalConfig, out: Path, variants=VARIANTS) -> dict:
+    from embedrl.eval.evaluator import NoTrace, ReasonerTrace, StoredTrace, evaluate
+    from embedrl.eval.report import write_report
+    from embedrl.models.reasoner import Reasoner
+
+    results = {}
+    for variant in variants:
+        if variant == "no_cot":
+            source = NoTrace()
+        elif variant == "teacher_cot":
+            source = StoredTrace("teacher", variant)
+        elif variant == "oracle_cot":
+            source = StoredTrace("gold", variant)
+        else:
+            reasoner_dir = run.sft if variant == "sft_cot" else run.egrl
+            reasoner = Reasoner.load(reasoner_dir, max_new_tokens=eval_cfg.max_new_tokens)
+            source = ReasonerTrace(reasoner, variant, batch_size=eval_cfg.reasoner_batch_size)
+        started = time.perf_counter()
+        result = evaluate(prepared, run.embedder, source, registry=eval_cfg.registry, batch_size=eval_cfg.batch_size,
+                          max_queries=eval_cfg.max_queries or None)
+        run.timings[f"eval_{variant}"] = round(time.perf_counter() - started, 1)
+        predictions = result.pop("predictions")
+        write_report(out / variant, result, title=f"MiniMMEB, {variant}, seed {run.seed}", predictions=predictions)
+        results[variant] = result
+    return results
+
+
+def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path, *, size: str = "default",
+                 overrides: dict | None = None, variants=VARIANTS) -> dict:
+    from embedrl.data.minimmeb import generate
+    from embedrl.data.prepare import prepare
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data = out / "data"
+    generate(data, seed=data_seed, size=size, progress=False)
+    prepared = out / "prepared"
+    prepare(data, prepared)
+    eval_cfg = build_config(EvalConfig, profile, "eval", **(overrides or {}).get("eval", {}))
+    per_seed: dict[str, list[dict]] = {v: [] for v in variants}
+    runs = []
+    for seed in seeds:
+        seed_dir = out / f"seed-{seed}"
+        run = run_stages(prepared, seed_dir, profile, seed, overrides=overrides)
+        results = evaluate_variants(prepared, run, eval_cfg, seed_dir / "eval", variants)
+        for variant, result in results.items():
+            per_seed[variant].append(result)
+        runs.append(run)
+    summary = _summarise(per_seed, runs, profile, data_seed, time.perf_counter() - started)
+    (out / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "ablation.md").write_text(ablation_markdown(summary))
+    return summary
+
+
+def _summarise(per_seed: dict[str, list[dict]], runs: list[SeedRun], profile: str, data_seed: int,
+               seconds: float) -> dict:
+    variants = {}
+    for variant, results in per_seed.items():
+        overall = [r["overall"] for r in results]
+        modalities = sorted({m for r in results for m in r["by_modality"]})
+        variants[variant] = {
+            "overall": float(np.mean(overall)),
+            "overall_std": float(np.std(overall)),
+            "by_modality": {m: float(np.mean([r["by_modality"][m] for r in results])) for m in modalities},
+            "per_seed": overall,
+            "uvrb": float(np.mean([r["uvrb"]["mean"] for r in results])) if results[0].get("uvrb") else None,
+            "trace_stats": {k: float(np.mean([r["trace_stats"].get(k, np.nan) for r in results]))
+                            for k in results[0]["trace_stats"]},
+        }
+    return {"profile": profile, "data_seed": data_seed, "seeds": [r.seed for r in runs], "variants": variants,
+            "pre_rl_check": [r.pre_rl_check for r in runs], "reward_by_step": [r.reward_history for r in runs],
+            "timings": [r.timings for r in runs], "seconds": round(seconds, 1)}
+
+
+def ablation_markdown(summary: dict) -> str:
+    lines = [f"# Miniature ablation (profile {summary['profile']}, data seed {summary['data_seed']}, "
+             f"seeds {summary['seeds']})", "",
+             "| variant | overall | std | image | video | visdoc | UVRB | trace holds the evidence | names an absent object |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, v in summary["variants"].items():
+        m = v["by_modality"]
+        ts = v["trace_stats"]
+        lines.append(
+            f"| {name} | {v['overall']:.1f} | {v['overall_std']:.1f} | {m.get('image', float('nan')):.1f} | "
+            f"{m.get('video', float('nan')):.1f} | {m.get('visdoc', float('nan')):.1f} | "
+            f"{v['uvrb'] if v['uvrb'] is None else round(v['uvrb'], 1)} | "
+            f"{_pct(ts.get('evidence_rate'))} | {_pct(ts.get('absent_rate'))} |")
+    lines += ["", "Pre-RL check (reward of gold minus teacher traces vs. the reward spread within a group):", ""]
+    for check, seed in zip(summary["pre_rl_check"], summary["seeds"], strict=True):
+        lines.append(f"- seed {seed}: gap {check['gap']:.3f}, within-group std {check['within_group_std']:.3f}, "
+                     f"{'passed' if check['passed'] else 'FAILED'}")
+    lines += ["", "Reward by step (EG-RL, mean over the batch; every 10th step):", ""]
+    for history, seed in zip(summary["reward_by_step"], summary["seeds"], strict=True):
+        steps = ", ".join(f"{i + 1}: {h['outcome']:.3f}/{h['process']:.2f}/{h['format_rate']:.2f}"
+                          for i, h in enumerate(history) if i % 10 == 0 or i == len(history) - 1)
+        lines.append(f"- seed {seed} (outcome/process/format): {steps}")
+    lines += ["", f"Wall time: {summary['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.0f}%"

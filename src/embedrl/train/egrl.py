@@ -1,0 +1,245 @@
+"""EG-RL (Embedder-Guided RL) of the Reasoner: trl's GRPOTrainer with the frozen Embedder as reward model.
+
+Each step takes one group of B pairs from one RL subset (pairs whose targets are near misses of each
+other), and rolls out G T-CoTs for each query **and** each target. The reward (method.md) is
+`alpha * format + beta * process + gamma * outcome`:
+- format: 1 if the T-CoT parses and its cue fits the side's modality;
+- outcome: every rollout is embedded by the frozen Embedder (with its evidence crops / frames); for a
+  query rollout, acc x (s_pos - s_neg) against the G target rollouts of its own pair (positives) and the
+  target rollouts of the other pairs (softmax-weighted negatives), and symmetrically for targets;
+- process: a judge (pluggable) must pick the positive among m shuffled candidate T-CoTs.
+A completion that does not parse gets 0 on every component (and is embedded raw for the others).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import trl
+
+from embedrl.data.sides import MediaStore, SideRef
+from embedrl.models.embedder import Embedder, EmbedderInputs
+from embedrl.models.reasoner import ReasonerImageSizes, reasoner_images, reasoner_messages
+from embedrl.tcot import TCoT, TCoTFormatError, parse
+from embedrl.train.embedder import build_side, load_pairs
+from embedrl.train.rewards import make_judge, outcome_details, process_rewards
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EGRLStageConfig(trl.GRPOConfig):
+    """trl's GRPOConfig plus the EG-RL reward and data settings (paper defaults)."""
+
+    format_weight: float = field(default=0.05, metadata={"help": "alpha: weight of the format reward"})
+    process_weight: float = field(default=0.8, metadata={"help": "beta: weight of the judge's process reward"})
+    outcome_weight: float = field(default=0.2, metadata={"help": "gamma: weight of the Embedder's outcome reward"})
+    outcome_tau: float = field(default=0.5, metadata={"help": "tau_r of the softmax over negatives"})
+    judge: str = field(default="lexical", metadata={"help": "process-reward judge: lexical (local) or chat"})
+    judge_url: str = field(default="", metadata={"help": "OpenAI-compatible endpoint of the chat judge"})
+    judge_model: str = field(default="", metadata={"help": "model name of the chat judge"})
+    process_candidates: int = field(default=4, metadata={"help": "m: candidates the judge chooses among"})
+    pairs_per_step: int = field(default=4, metadata={"help": "B: pairs per step (queries and targets: 2B prompts)"})
+    prompt_style: str = field(default="short", metadata={"help": "short (tiny models) or full"})
+    reasoner_image_size: int = field(default=224, metadata={"help": "pixels of an image the Reasoner sees"})
+    reasoner_frame_size: int = field(default=56, metadata={"help": "pixels of each frame the Reasoner sees"})
+    num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+
+    def __post_init__(self) -> None:
+        self.reward_weights = [self.format_weight, self.process_weight, self.outcome_weight]
+        self.shuffle_dataset = False  # batches are whole groups, laid out in order by egrl_dataset
+        self.remove_unused_columns = False
+        prompts = 2 * self.pairs_per_step
+        self.per_device_train_batch_size = prompts * self.num_generations
+        self.steps_per_generation = 1
+        super().__post_init__()
+
+
+# -------------------------------------------------------------------------------------------- data
+def egrl_dataset(data_root, *, pairs_per_step: int, style: str, sizes: ReasonerImageSizes, seed: int):
+    """Prompts laid out group by group: [q0, t0, q1, t1, ...] for B pairs of one RL group."""
+    store = MediaStore(data_root)
+    groups: dict[str, list] = {}
+    for subset_pairs in load_pairs(data_root, "rl").values():
+        for pair in subset_pairs:
+            groups.setdefault(pair.group or pair.subset, []).append(pair)
+    full = [g[:pairs_per_step] for g in groups.values() if len(g) >= pairs_per_step]
+    dropped = len(groups) - len(full)
+    if dropped:
+        log.info("EG-RL: %d of %d groups have fewer than %d pairs and are left out", dropped, len(groups), pairs_per_step)
+    order = np.random.default_rng(seed).permutation(len(full))
+    rows, sides = [], []
+    for g in order:
+        for i, pair in enumerate(full[g]):
+            for role, ref in (("query", pair.query), ("target", pair.positive)):
+                images = reasoner_images(ref, store, sizes)
+                frames = len(images) if ref.media_kind == "video" else None
+                rows.append({"prompt": reasoner_messages(ref, role, style=style, num_frames=frames),
+                             "images": images, "side": len(sides), "pair_index": i, "role": role})
+                sides.append(ref)
+    return rows, sides
+
+
+# ----------------------------------------------------------------------------------------- rewards
+class EGRLRewards:
+    """Computes all three reward components once per generation batch; trl calls one function each."""
+
+    def __init__(self, sides: list[SideRef], store: MediaStore, embedder: Embedder, inputs: EmbedderInputs,
+                 config: EGRLStageConfig, log_path: Path):
+        self.sides, self.store, self.embedder, self.inputs, self.config = sides, store, embedder, inputs, config
+        self.judge = make_judge(config.judge, **({"base_url": config.judge_url, "model": config.judge_model}
+                                                 if config.judge == "chat" else {}))
+        self.rng = np.random.default_rng(config.seed)
+        self._cache_key: tuple | None = None
+        self._cache: dict[str, list[float]] = {}
+        self.history: list[dict] = []
+        self.log_path = log_path
+        self.trainer = None  # set once the GRPOTrainer exists
+
+    def functions(self):
+        def format_reward(prompts, completions, **columns):
+            return self._component("format", completions, columns)
+
+        def process_reward(prompts, completions, **columns):
+            return self._component("process", completions, columns)
+
+        def outcome_reward(prompts, completions, **columns):
+            return self._component("outcome", completions, columns)
+
+        return [format_reward, process_reward, outcome_reward]
+
+    def _component(self, name: str, completions, columns) -> list[float]:
+        texts = [_completion_text(c) for c in completions]
+        key = (tuple(texts), tuple(columns["side"]))
+        if key != self._cache_key:
+            self._cache = self._compute(texts, columns)
+            self._cache_key = key
+        return self._cache[name]
+
+    @torch.no_grad()
+    def _compute(self, texts: list[str], columns) -> dict[str, list[float]]:
+        n = len(texts)
+        refs = [self.sides[s] for s in columns["side"]]
+        traces = [_parse(t, r, self.store) for t, r in zip(texts, refs, strict=True)]
+        ok = np.array([t is not None for t in traces])
+        vectors = self._embed(refs, traces)
+        roles, pairs = np.array(columns["role"]), np.array(columns["pair_index"])
+        b = int(pairs.max()) + 1
+        g = n // (2 * b)
+        q_idx = np.stack([np.flatnonzero((roles == "query") & (pairs == i)) for i in range(b)])  # [B, G]
+        t_idx = np.stack([np.flatnonzero((roles == "target") & (pairs == i)) for i in range(b)])
+        if q_idx.shape != (b, g) or t_idx.shape != (b, g):
+            raise RuntimeError(f"EG-RL batch is not B={b} pairs x G={g} rollouts per side: check the batch layout")
+        q_det, t_det = outcome_details(vectors[q_idx], vectors[t_idx], tau=self.config.outcome_tau)
+        outcome = np.zeros(n)
+        outcome[q_idx], outcome[t_idx] = q_det.reward, t_det.reward
+        texts_arr = np.array(texts, dtype=object)
+        q_proc, t_proc = process_rewards(texts_arr[q_idx].tolist(), texts_arr[t_idx].tolist(), self.judge,
+                                         m=self.config.process_candidates, rng=self.rng)
+        process = np.zeros(n)
+        process[q_idx], process[t_idx] = q_proc, t_proc
+        fmt = ok.astype(float)
+        outcome, process = np.where(ok, outcome, 0.0), np.where(ok, process, 0.0)
+        acc = np.zeros(n)
+        acc[q_idx], acc[t_idx] = q_det.acc, t_det.acc
+        margin = np.zeros(n)
+        margin[q_idx], margin[t_idx] = q_det.margin, t_det.margin
+        stats = {"format_rate": float(fmt.mean()), "outcome": float(outcome.mean()), "process": float(process.mean()),
+                 "acc": float(acc[ok].mean()) if ok.any() else 0.0, "margin": float(margin[ok].mean()) if ok.any() else 0.0,
+                 "completion_chars": float(np.mean([len(t) for t in texts]))}
+        self.history.append(stats)
+        self._publish(stats)
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": len(self.history), **stats}) + "\n")
+        return {"format": fmt.tolist(), "process": process.tolist(), "outcome": outcome.tolist()}
+
+    def _publish(self, stats: dict[str, float]) -> None:
+        """Hand the step's statistics to trl's metric buffer, so they reach its logs (and MLflow)."""
+        metrics = getattr(self.trainer, "_metrics", None) if self.trainer is not None else None
+        if metrics is not None and "train" in metrics:
+            for name, value in stats.items():
+                metrics["train"][f"egrl/{name}"].append(value)
+
+    def _embed(self, refs: list[SideRef], traces: list[TCoT | None], batch_size: int = 64) -> np.ndarray:
+        vectors = []
+        for start in range(0, len(refs), batch_size):
+            encoded = [self.inputs.encode(build_side(r, self.store, t))
+                       for r, t in zip(refs[start:start + batch_size], traces[start:start + batch_size], strict=True)]
+            vectors.append(self.embedder(self.inputs.collate(encoded)).numpy())
+        return np.concatenate(vectors)
+
+
+def _completion_text(completion) -> str:
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion:
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):
+            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return str(content)
+    return ""
+
+
+def _parse(text: str, ref: SideRef, store: MediaStore) -> TCoT | None:
+    try:
+        return parse(text.strip(), modality=ref.modality, num_frames=store.num_frames(ref))
+    except (TCoTFormatError, ValueError, TypeError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------- train
+@dataclass
+class EGRLResult:
+    out_dir: Path
+    history: list[dict]
+    seconds: float
+
+
+def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: str | Path, out_dir: str | Path,
+               config: EGRLStageConfig) -> EGRLResult:
+    import datasets
+
+    from embedrl.models.factory import load_model
+
+    started = time.perf_counter()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = ReasonerImageSizes(config.reasoner_image_size, config.reasoner_frame_size)
+    rows, sides = egrl_dataset(data_root, pairs_per_step=config.pairs_per_step, style=config.prompt_style,
+                               sizes=sizes, seed=config.seed)
+    dataset = datasets.Dataset.from_list(rows)
+
+    emb_model, emb_processor = load_model(embedder_dir)
+    inputs = EmbedderInputs(emb_processor)
+    embedder = Embedder(emb_model, inputs.emb_id).eval()
+    for p in embedder.parameters():
+        p.requires_grad_(False)
+    log_path = out / "reward_log.jsonl"
+    log_path.write_text("")
+    rewards = EGRLRewards(sides, MediaStore(data_root), embedder, inputs, config, log_path)
+
+    model, processor = load_model(reasoner_dir)
+    processor.tokenizer.padding_side = "left"
+    config.output_dir = str(out / "checkpoints")
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
+                              processing_class=processor)
+    rewards.trainer = trainer
+    trainer.train()
+    final = out / "model"
+    trainer.save_model(str(final))
+    processor.save_pretrained(str(final))
+    meta_path = Path(reasoner_dir) / "embedrl.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta["stage"] = {"name": "eg_rl", "base_model": str(reasoner_dir), "embedder": str(embedder_dir),
+                     "reward_weights": config.reward_weights, "judge": config.judge}
+    (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+    return EGRLResult(out, rewards.history, time.perf_counter() - started)

@@ -1,0 +1,86 @@
+"""Evaluation: every task scored, metrics consistent with the predictions, trace statistics, reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import MICRO_PROFILE
+
+
+@pytest.fixture(scope="module")
+def oracle_result(prepared_small, trained_embedder):
+    from embedrl.eval.evaluator import StoredTrace, evaluate
+
+    return evaluate(prepared_small, trained_embedder, StoredTrace("gold", "oracle_cot"), max_queries=6)
+
+
+def test_every_registry_task_is_scored(oracle_result):
+    from embedrl.eval.registry import load_registry
+
+    names = set(load_registry("minimmeb").names())
+    scored = set(oracle_result["tasks"]) | set((oracle_result.get("uvrb") or {}).get("tasks", {}))
+    assert scored == names
+    assert 0 <= oracle_result["overall"] <= 100
+
+
+def test_hit_at_1_equals_the_predictions(oracle_result):
+    by_task: dict[str, list[bool]] = {}
+    for p in oracle_result["predictions"]:
+        by_task.setdefault(p["task"], []).append(p["hit@1"])
+    for name, info in oracle_result["tasks"].items():
+        if info["metric"] == "hit@1":
+            assert info["score"] == pytest.approx(100 * np.mean(by_task[name]))
+
+
+def test_gold_traces_hold_the_evidence_and_invent_nothing(oracle_result):
+    stats = oracle_result["trace_stats"]
+    assert stats["evidence_rate"] == 1.0
+    assert stats["absent_rate"] == 0.0
+
+
+def test_reasoner_traces_are_written_and_counted(prepared_small, trained_embedder, sft_reasoner):
+    from embedrl.eval.evaluator import ReasonerTrace, evaluate
+    from embedrl.eval.registry import tasks_for_data
+    from embedrl.models.reasoner import Reasoner
+
+    tasks = [t for t in tasks_for_data(prepared_small) if t.name in ("T2I-Marked", "VisDoc-Price")]
+    source = ReasonerTrace(Reasoner.load(sft_reasoner.out_dir / "model", max_new_tokens=48), "sft_cot")
+    result = evaluate(prepared_small, trained_embedder, source, tasks=tasks, max_queries=4)
+    assert set(result["tasks"]) == {"T2I-Marked", "VisDoc-Price"}
+    assert 0.0 <= result["trace_stats"]["trace_rate"] <= 1.0
+    assert source.texts and all(isinstance(t, str) for t in source.texts.values())
+
+
+def test_evaluate_command_writes_the_report(prepared_small, trained_embedder, tmp_path, capsys):
+    from embedrl.cli import main
+
+    code = main(["evaluate", "--profile", str(MICRO_PROFILE), "--data", str(prepared_small), "--embedder",
+                 str(trained_embedder), "--variant", "no_cot", "--out", str(tmp_path), "--max-queries", "4"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["variant"] == "no_cot"
+    assert (tmp_path / "report.md").read_text().count("|") > 20
+    assert "<img" in (tmp_path / "report.html").read_text()
+    lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == sum(1 for line in lines if json.loads(line)["task"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_ablation_command_runs_every_stage_and_variant(tmp_path, capsys):
+    from embedrl.cli import main
+
+    out = tmp_path / "ablation"
+    code = main(["experiment", "ablation", "--profile", str(MICRO_PROFILE), "--data-seed", "5", "--seeds", "0",
+                 "--size", "small", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "ablation.json").read_text())
+    assert set(summary["variants"]) == {"no_cot", "teacher_cot", "sft_cot", "egrl_cot", "oracle_cot"}
+    for variant in summary["variants"].values():
+        assert 0 <= variant["overall"] <= 100 and len(variant["per_seed"]) == 1
+    assert summary["pre_rl_check"][0]["groups"] > 0
+    assert len(summary["reward_by_step"][0]) == 3
+    assert "| egrl_cot |" in (out / "ablation.md").read_text()

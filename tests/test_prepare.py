@@ -1,0 +1,52 @@
+"""Data prep: teacher T-CoTs on every side, gold traces for eval, the consistency filter counts and quarantines."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+
+from embedrl.data.sides import eval_sides, train_sides
+from embedrl.data.validate import validate_path
+from embedrl.tcot import parse
+from embedrl.tcot.teachers import names_disambiguating_evidence
+
+
+def _manifest(root):
+    return json.loads((root / "manifest.json").read_text())
+
+
+def test_prepared_data_is_valid_and_keeps_every_task(prepared_small, small_minimmeb):
+    assert validate_path(prepared_small).ok
+    assert [t["path"] for t in _manifest(prepared_small)["tasks"]] == [t["path"] for t in _manifest(small_minimmeb)["tasks"]]
+
+
+def test_train_traces_fit_each_side(prepared_small):
+    table = pq.read_table(prepared_small / "train/T2V-Flash.parquet").to_pylist()
+    for row in table:
+        query, positive = train_sides(row)
+        assert parse(row["qry_tcot"], modality=query.modality).text_keywords
+        assert parse(row["pos_tcot"], modality="video", num_frames=8).key_frames
+
+
+def test_filter_drops_count_and_quarantine_every_conflicting_pair(prepared_small, small_minimmeb):
+    prepared = _manifest(prepared_small)["prepared"]
+    quarantined = (prepared_small / "prep_quarantine.jsonl").read_text().splitlines()
+    assert prepared["pairs_in"] - prepared["pairs_kept"] == len(quarantined) > 0
+    reasons = {json.loads(line)["reason"] for line in quarantined}
+    assert reasons <= {"irrelevant", "conflicting", "unparseable_tcot", "judge_error"}
+    kept_ids = {r["id"] for t in _manifest(prepared_small)["tasks"] if t["split"] == "train"
+                for r in pq.read_table(prepared_small / t["path"], columns=["id"]).to_pylist()}
+    assert not kept_ids & {json.loads(line)["id"] for line in quarantined}
+
+
+def test_gold_traces_always_hold_the_evidence_and_teacher_traces_often_do(prepared_small):
+    rows = [json.loads(line) for line in (prepared_small / "eval/image/T2I-Marked.jsonl").read_text().splitlines()]
+    gold, teacher = [], []
+    for row in rows:
+        _, candidates = eval_sides(row)
+        scene = candidates[0].scene
+        gold.append(names_disambiguating_evidence(parse(row["tgt_tcot_gold"][0]), scene))
+        teacher.append(names_disambiguating_evidence(parse(row["tgt_tcot"][0]), scene))
+    assert all(gold)
+    assert 0 < sum(teacher) < len(teacher)

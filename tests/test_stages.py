@@ -1,0 +1,99 @@
+"""Each stage moves its own objective on MiniMMEB (short runs on the tiny models)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MICRO_PROFILE
+
+
+def test_embedder_training_lowers_the_contrastive_loss(trained_embedder):
+    log = [json.loads(line) for line in (trained_embedder.parent / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log]
+    assert len(losses) == 40
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.2
+
+
+def test_trained_embedder_gives_unit_vectors_at_emb(trained_embedder, prepared_small):
+    from embedrl.data.sides import MediaStore, eval_sides
+    from embedrl.models.embedder import Embedder, EmbedderInputs
+    from embedrl.models.factory import load_model
+    from embedrl.train.embedder import build_side
+
+    model, processor = load_model(trained_embedder)
+    inputs = EmbedderInputs(processor)
+    row = json.loads((prepared_small / "eval/image/T2I-Marked.jsonl").read_text().splitlines()[0])
+    query, candidates = eval_sides(row)
+    store = MediaStore(prepared_small)
+    batch = inputs.collate([inputs.encode(build_side(r, store, None)) for r in [query] + candidates])
+    assert (batch["input_ids"][:, -1] == inputs.emb_id).all()
+    with torch.no_grad():
+        vectors = Embedder(model, inputs.emb_id)(batch)
+    assert torch.allclose(vectors.norm(dim=-1), torch.ones(len(candidates) + 1), atol=1e-5)
+    single = inputs.collate([inputs.encode(build_side(query, store, None))])
+    with torch.no_grad():  # left padding must not change a row's vector
+        assert torch.allclose(Embedder(model, inputs.emb_id)(single)[0], vectors[0], atol=1e-4)
+
+
+def test_lora_embedder_trains_adapters_only_and_saves_merged(prepared_small, tiny_models, tmp_path):
+    from embedrl.config import EmbedderTrainConfig, build_config
+    from embedrl.models.factory import load_model
+    from embedrl.models.spec import LLM_LINEAR_MODULES
+    from embedrl.train.embedder import train_embedder
+
+    config = build_config(EmbedderTrainConfig, MICRO_PROFILE, "embedder", max_steps=4)
+    lora = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "lora_target_modules": list(LLM_LINEAR_MODULES)}
+    result = train_embedder(prepared_small, tiny_models["embedder"], tmp_path, config, lora=lora, progress=False)
+    merged, _ = load_model(result.out_dir / "model")
+    base, _ = load_model(tiny_models["embedder"])
+    changed = {n for n, p in merged.named_parameters() if not torch.equal(p, dict(base.named_parameters())[n])}
+    assert changed and all(any(m in n for m in LLM_LINEAR_MODULES) for n in changed)
+    assert not any("visual" in n for n in changed)
+
+
+def test_sft_lowers_the_completion_loss(sft_reasoner):
+    losses = sft_reasoner.losses
+    assert len(losses) >= 5
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) * 0.8
+    assert (sft_reasoner.out_dir / "model" / "model.safetensors").exists()
+
+
+def test_sft_examples_mask_the_prompt(prepared_small, tiny_models):
+    """Loss on the completion only: the collator's labels are -100 on every prompt token."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from embedrl.models.factory import load_model
+    from embedrl.train.sft import sft_examples
+
+    _, processor = load_model(tiny_models["reasoner"])
+    examples = sft_examples(prepared_small)[:4]
+    collator = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
+    batch = collator([dict(e) for e in examples])
+    labels, ids = batch["labels"], batch["input_ids"]
+    thinking = processor.tokenizer.convert_tokens_to_ids("<thinking>")
+    for row in range(len(examples)):
+        first = int((labels[row] != -100).nonzero()[0])
+        assert ids[row, first] == thinking  # supervision starts at the T-CoT
+        assert (labels[row, :first] == -100).all()
+
+
+@pytest.mark.timeout(600)
+def test_egrl_runs_grpo_with_every_reward_component(prepared_small, trained_embedder, sft_reasoner, tmp_path):
+    from embedrl.config import build_config
+    from embedrl.train.egrl import EGRLStageConfig, train_egrl
+
+    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=str(tmp_path), max_steps=3)
+    result = train_egrl(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, tmp_path, config)
+    assert len(result.history) == 3
+    for step in result.history:
+        assert set(step) >= {"format_rate", "outcome", "process", "acc", "margin", "completion_chars"}
+        assert 0.0 <= step["format_rate"] <= 1.0
+    logged = json.loads((tmp_path / "trainer_log.json").read_text())
+    keys = {k for entry in logged for k in entry}
+    assert {"rewards/format_reward/mean", "rewards/process_reward/mean", "rewards/outcome_reward/mean", "kl",
+            "completions/mean_length", "egrl/acc", "egrl/margin"} <= keys
+    assert (tmp_path / "model" / "model.safetensors").exists()
