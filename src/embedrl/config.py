@@ -65,7 +65,7 @@ class EvalConfig:
     registry: str = _help("task registry (packaged name or YAML path)", "minimmeb")
     batch_size: int = _help("sides per Embedder forward pass", 64)
     reasoner_batch_size: int = _help("sides per Reasoner generate call", 64)
-    max_new_tokens: int = _help("longest T-CoT the Reasoner writes", 96)
+    max_new_tokens: int = _help("longest T-CoT the Reasoner writes", 160)
     max_queries: int = _help("queries per task (0 = all); for smoke tests only", 0)
 
     def __post_init__(self) -> None:

@@ -105,7 +105,7 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
                              sizes=sizes)
     per_group = 2 * config.pairs_per_step
     weights = np.array(config.reward_weights)
-    gold, teacher, spread = [], [], []
+    gold, teacher, spread, formats = [], [], [], []
     for g in range(min(n_groups, len(rows) // per_group)):
         group = rows[g * per_group:(g + 1) * per_group]
         columns = {k: [r[k] for r in group] for k in ("side", "pair_index", "role")}
@@ -115,14 +115,20 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
         teacher.append(_total(rewards._compute([teacher_text.get(_key(r), "") for r in refs], columns), weights).mean())
         samples = reasoner.generate([r for r in refs for _ in range(config.num_generations)],
                                     [r["role"] for r in group for _ in range(config.num_generations)], store,
-                                    do_sample=True, temperature=config.temperature, batch_size=128)
+                                    do_sample=True, temperature=config.temperature, min_p=config.min_p,
+                                    batch_size=128)
         sampled_columns = {k: [v for v in columns[k] for _ in range(config.num_generations)] for k in columns}
-        totals = _total(rewards._compute(samples, sampled_columns), weights).reshape(per_group, config.num_generations)
+        components = rewards._compute(samples, sampled_columns)
+        formats.append(float(np.mean(components["format"])))
+        totals = _total(components, weights).reshape(per_group, config.num_generations)
         spread.append(float(totals.std(axis=1).mean()))
     gap = float(np.mean(gold) - np.mean(teacher))
     within = float(np.mean(spread))
+    sample_format = float(np.mean(formats))
+    # A spread of zero is no signal at all (e.g. every sample malformed), not an easy pass.
     return {"groups": len(gold), "reward_gold": float(np.mean(gold)), "reward_teacher": float(np.mean(teacher)),
-            "gap": gap, "within_group_std": within, "passed": gap > within}
+            "gap": gap, "within_group_std": within, "sample_format_rate": sample_format,
+            "passed": bool(gap > within > 0 and sample_format > 0)}
 
 
 def _total(components: dict[str, list[float]], weights: np.ndarray) -> np.ndarray:
@@ -237,6 +243,7 @@ def ablation_markdown(summary: dict) -> str:
     lines += ["", "Pre-RL check (reward of gold minus teacher traces vs. the reward spread within a group):", ""]
     for check, seed in zip(summary["pre_rl_check"], summary["seeds"], strict=True):
         lines.append(f"- seed {seed}: gap {check['gap']:.3f}, within-group std {check['within_group_std']:.3f}, "
+                     f"format rate of the sampled rollouts {check.get('sample_format_rate', float('nan')):.2f}: "
                      f"{'passed' if check['passed'] else 'FAILED'}")
     lines += ["", "Reward by step (EG-RL, mean over the batch; every 10th step):", ""]
     for history, seed in zip(summary["reward_by_step"], summary["seeds"], strict=True):

@@ -77,7 +77,8 @@ class Reasoner:
 
     @torch.no_grad()
     def generate(self, refs: Sequence[SideRef], roles: Sequence[str], store: MediaStore, *,
-                 batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0) -> list[str]:
+                 batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0,
+                 min_p: float | None = None) -> list[str]:
         outputs: list[str] = []
         for start in range(0, len(refs), batch_size):
             chunk = list(zip(refs[start:start + batch_size], roles[start:start + batch_size], strict=True))
@@ -90,6 +91,7 @@ class Reasoner:
             generated = self.model.generate(
                 **batch, max_new_tokens=self.max_new_tokens, do_sample=do_sample,
                 temperature=temperature if do_sample else None, top_p=None, top_k=None,
+                min_p=min_p if do_sample else None,
                 pad_token_id=self.processor.tokenizer.pad_token_id,
             )
             new_tokens = generated[:, batch["input_ids"].shape[1]:]

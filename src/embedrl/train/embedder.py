@@ -164,6 +164,7 @@ def train_embedder(
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = _total_steps(config, n_pairs)
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, steps)
+    stepper = _Stepper(embedder, params, optimizer, scheduler, config, dist)
     sampler = DatasetBatchSampler({k: len(v) for k, v in pairs.items()}, config.global_batch_size,
                                   weights=config.dataset_weights or None, seed=config.seed,
                                   rank=dist.rank, world_size=dist.world_size)
@@ -177,22 +178,21 @@ def train_embedder(
             batch = [pairs[subset][i] for i in indices]
             variants = _pick_variants(rng, config.evidence_mix, len(batch))
             q_batch, t_batch = _encode_pairs(batch, variants, store, inputs)
-            details = info_nce_details(embedder(q_batch), embedder(t_batch), temperature=config.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            details.loss.backward()
-            _average_gradients(params, dist)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(details.loss))
+            details = info_nce_details(stepper.model(q_batch), stepper.model(t_batch), temperature=config.temperature)
+            stepper.step(details.loss)
+            losses.append(float(details.loss.detach()))
             accuracies.append(float(details.accuracy))
             record = {"step": step, "subset": subset, "loss": losses[-1], "accuracy": accuracies[-1],
-                      "lr": scheduler.get_last_lr()[0]}
+                      "lr": stepper.scheduler.get_last_lr()[0]}
             log_file.write(json.dumps(record) + "\n")
             if step % config.log_every == 0 or step == steps:
                 log.info("embedder step %d/%d loss %.4f acc %.3f (%s)", step, steps, losses[-1], accuracies[-1], subset)
     if dist.is_main:
         _save(embedder.vlm, processor, out, config, model_dir)
+    if dist.world_size > 1:
+        from embedrl.train.distributed import barrier
+
+        barrier()
     return EmbedderTrainResult(out, steps, losses, accuracies, time.perf_counter() - started)
 
 
@@ -211,6 +211,43 @@ def _encode_pairs(batch: list[Pair], variants: list[str], store: MediaStore, inp
             tcot = trace_for(ref, variant, text, store.num_frames(ref))
             bucket.append(inputs.encode(build_side(ref, store, tcot)))
     return inputs.collate(queries), inputs.collate(targets)
+
+
+class _Stepper:
+    """One optimizer step: plain or DDP-style averaging (torchrun), or a DeepSpeed engine (ZeRO-2/3).
+
+    Every rank's loss already covers the gathered global batch (see embedrl.train.distributed), so
+    averaging the gradients over ranks, as DDP and DeepSpeed do, gives the one-process gradient.
+    """
+
+    def __init__(self, embedder, params, optimizer, scheduler, config: EmbedderTrainConfig, dist):
+        self.params, self.optimizer, self.scheduler, self.dist = params, optimizer, scheduler, dist
+        self.model = embedder
+        self.engine = None
+        if config.deepspeed:
+            import deepspeed
+
+            from embedrl.train.distributed import load_deepspeed_config
+
+            ds_config = load_deepspeed_config(
+                config.deepspeed, micro_batch_size=config.global_batch_size // dist.world_size,
+                world_size=dist.world_size, bf16=config.bf16 and torch.cuda.is_available())
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=embedder, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
+                model_parameters=params)
+            self.model = self.engine
+
+    def step(self, loss: torch.Tensor) -> None:
+        if self.engine is not None:
+            self.engine.backward(loss)
+            self.engine.step()
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        _average_gradients(self.params, self.dist)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
 
 
 def _average_gradients(params, dist) -> None:
