@@ -106,10 +106,6 @@ def _item(cache: dict, ref: SideRef, role: str, stored: dict[str, str]) -> Item:
     return cache[key]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def load_task(root: Path, task) -> TaskData:
     """Rows of one eval task as queries x (shared) candidates with relevance."""
     if task.kind == "mmeb_eval":
@@ -147,16 +143,23 @@ def _local_task(root: Path, task) -> TaskData:
 
 
 def _global_task(root: Path, task) -> TaskData:
-    folder = root / task.path
-    queries_raw = _read_jsonl(folder / "queries.jsonl")
-    corpus_raw = _read_jsonl(folder / "corpus.jsonl")
+    """visdoc / uvrb: every query against the whole pool, read through the validating readers."""
+    from embedrl.data.readers import read_uvrb, read_visdoc
+
+    quarantine = root / f"{task.name}.eval_quarantine.jsonl"
     if task.kind == "visdoc":
-        qid, cid, text_key, media_key, links, score_key = "query-id", "corpus-id", "query", "image_path", "qrels.jsonl", "score"
+        data = read_visdoc(root / task.path, data_root=root, quarantine=quarantine)
+        queries_raw, corpus_raw, links = data.queries.records, data.corpus.records, data.qrels.records
+        qid, cid, text_key, media_key, score_key = "query-id", "corpus-id", "query", "image_path", "score"
     else:
-        qid, cid, text_key, media_key, links, score_key = "qid", "cid", "text", "video_path", "instances.jsonl", "relevance"
+        data = read_uvrb(root / task.path, data_root=root, quarantine=quarantine)
+        queries_raw, corpus_raw, links = data.queries.records, data.corpus.records, data.instances.records
+        qid, cid, text_key, media_key, score_key = "qid", "cid", "text", "video_path", "relevance"
+    queries_raw = [r.to_dict() for r in queries_raw]
+    corpus_raw = [r.to_dict() for r in corpus_raw]
     cache: dict = {}
-    queries = [_item(cache, SideRef(q[text_key], q.get("video_path", "") if task.kind == "uvrb" else "", {"type": "text"}),
-                     "query", {"teacher": q.get("tcot", ""), "gold": q.get("tcot_gold", "")}) for q in queries_raw]
+    queries = [_item(cache, SideRef(q[text_key], q.get("video_path") or "", {"type": "text"}), "query",
+                     {"teacher": q.get("tcot", ""), "gold": q.get("tcot_gold", "")}) for q in queries_raw]
     candidates = []
     for c in corpus_raw:
         scene = json.loads(c["scene"]) if c.get("scene") else {}
@@ -165,7 +168,7 @@ def _global_task(root: Path, task) -> TaskData:
     q_index = {q[qid]: n for n, q in enumerate(queries_raw)}
     c_index = {c[cid]: n for n, c in enumerate(corpus_raw)}
     rel = np.zeros((len(queries), len(candidates)))
-    for link in _read_jsonl(folder / links):
+    for link in (r.to_dict() for r in links):
         rel[q_index[link[qid]], c_index[link[cid]]] = link[score_key]
     return TaskData(task.name, queries, candidates, rel, None, [q[qid] for q in queries_raw])
 
