@@ -353,7 +353,7 @@ class VideoClassification(VideoFamily):
         labels = [_clip_label(base, t) for t in _choose(rng, others, k - 1)]
         present = {(o.shape, o.colour) for o in base.scene.objects}
         for o in base.scene.objects:
-            for colour in (near_colour(o.colour), COLOUR_NAMES[(COLOUR_NAMES.index(o.colour) + 4) % 12]):
+            for colour in (near_colour(o.colour), COLOUR_NAMES[(COLOUR_NAMES.index(o.colour) + 4) % len(COLOUR_NAMES)]):
                 label = f"{colour} {o.shape}"
                 if (o.shape, colour) not in present and label not in labels:
                     labels.append(label)
