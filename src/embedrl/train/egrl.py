@@ -28,7 +28,7 @@ from embedrl.models.embedder import Embedder, EmbedderInputs
 from embedrl.models.reasoner import ReasonerImageSizes, reasoner_images, reasoner_messages
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.embedder import build_side, load_pairs
-from embedrl.train.rewards import make_judge, outcome_details, process_rewards
+from embedrl.train.rewards import completion_text, make_judge, outcome_details, process_rewards
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class EGRLRewards:
         return [format_reward, process_reward, outcome_reward]
 
     def _component(self, name: str, completions, columns) -> list[float]:
-        texts = [_completion_text(c) for c in completions]
+        texts = [completion_text(c) for c in completions]
         key = (tuple(texts), tuple(columns["side"]))
         if key != self._cache_key:
             self._cache = self._compute(texts, columns)
@@ -173,17 +173,6 @@ class EGRLRewards:
                        for r, t in zip(refs[start:start + batch_size], traces[start:start + batch_size], strict=True)]
             vectors.append(self.embedder(self.inputs.collate(encoded)).numpy())
         return np.concatenate(vectors)
-
-
-def _completion_text(completion) -> str:
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion:
-        content = completion[-1].get("content", "")
-        if isinstance(content, list):
-            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        return str(content)
-    return ""
 
 
 def _parse(text: str, ref: SideRef, store: MediaStore) -> TCoT | None:

@@ -169,7 +169,7 @@ def outcome_rewards(q: Any, t: Any, *, tau: float = OUTCOME_TAU) -> tuple[Any, A
 # ============================================================================================= format
 
 
-def _completion_text(completion: Any) -> str:
+def completion_text(completion: Any) -> str:
     """The text of one trl completion: a string, or a list of chat messages (the last one is the reply)."""
     if isinstance(completion, str):
         return completion
@@ -220,7 +220,7 @@ def format_reward_fn(
         sample_frames = _frame_count(sample_frames)
         rewards.append(
             format_reward(
-                _completion_text(completion), modality=str(sample_modality), num_frames=sample_frames
+                completion_text(completion), modality=str(sample_modality), num_frames=sample_frames
             )
         )
     return rewards
