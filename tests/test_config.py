@@ -29,6 +29,8 @@ def test_unknown_field_and_bad_values_raise_with_names():
         EmbedderTrainConfig(temperature=0)
     with pytest.raises(ValueError, match="evidence_mix"):
         EmbedderTrainConfig(evidence_mix={"pixels": 1.0})
+    with pytest.raises(ValueError, match="variant_per"):
+        EmbedderTrainConfig(variant_per="side")
     with pytest.raises(ValueError, match="unknown profile"):
         build_config(EmbedderTrainConfig, "no-such-profile", "embedder")
 

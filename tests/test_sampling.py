@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from embedrl.train.sampling import DatasetBatchSampler
@@ -195,3 +196,16 @@ def test_argument_validation():
     s = DatasetBatchSampler({"a": 16, "b": 16}, 8, weights={"b": 0.0})
     assert {n for n, _ in s} == {"a"}
     assert s.offsets == {"a": 0, "b": 16}
+
+
+def test_trace_variants_are_drawn_per_batch_or_per_pair():
+    from embedrl.train.embedder import _pick_variants
+
+    mix = {"raw": 0.3, "teacher": 0.3, "blind": 0.2, "gold": 0.2}
+    rng = np.random.default_rng(0)
+    per_batch = [_pick_variants(rng, mix, 16, per_batch=True) for _ in range(200)]
+    assert all(len(set(b)) == 1 and len(b) == 16 for b in per_batch)
+    shares = {v: sum(b[0] == v for b in per_batch) / 200 for v in mix}
+    assert all(abs(shares[v] - mix[v]) < 0.1 for v in mix)
+    per_pair = _pick_variants(rng, mix, 64, per_batch=False)
+    assert len(set(per_pair)) > 1

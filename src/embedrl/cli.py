@@ -67,7 +67,7 @@ def _train_embedder(args: argparse.Namespace) -> int:
     from embedrl.models.spec import load_model_specs
     from embedrl.train.embedder import train_embedder
 
-    config = build_config(EmbedderTrainConfig, args.profile, "embedder", **_stage_overrides(args, "max_steps", "seed"))
+    config = build_config(EmbedderTrainConfig, args.profile, "embedder", **_stage_overrides(args, "max_steps", "seed", "deepspeed"))
     spec = load_model_specs(args.profile)["embedder"]
     result = train_embedder(args.data, args.model, args.out, config, lora=spec.to_dict() if spec.lora_r > 0 else None)
     print(f"embedder: {result.steps} steps, loss {result.first_loss:.3f} -> {result.last_loss:.3f}, "
@@ -126,7 +126,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _experiment_ablation(args: argparse.Namespace) -> int:
     from embedrl.experiment import ablation_markdown, run_ablation
 
-    summary = run_ablation(args.profile, args.data_seed, args.seeds, args.out, size=args.size)
+    overrides = {"eval": {"max_queries": args.eval_queries}} if args.eval_queries is not None else None
+    summary = run_ablation(args.profile, args.data_seed, args.seeds, args.out, size=args.size, overrides=overrides)
     print(ablation_markdown(summary))
     return 0
 
@@ -228,6 +229,8 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
 
     emb = stage("embedder", "Embedder contrastive training (symmetric InfoNCE, <emb> pooling)", _train_embedder)
     emb.add_argument("--model", required=True, help="initial Embedder directory (embedrl model init)")
+    emb.add_argument("--deepspeed", default=None,
+                     help="DeepSpeed JSON config (e.g. infra/deepspeed/zero2.json); launch with torchrun or deepspeed")
     sft = stage("sft", "SFT cold start of the Reasoner on teacher T-CoTs (trl SFTTrainer)", _train_sft)
     sft.add_argument("--model", required=True, help="initial Reasoner directory")
     rl = stage("egrl", "EG-RL: GRPO of the Reasoner rewarded by the frozen Embedder (trl GRPOTrainer)", _train_egrl)
@@ -261,6 +264,8 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     abl.add_argument("--data-seed", type=int, default=0, help="seed of the generated MiniMMEB")
     abl.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     abl.add_argument("--size", default="default", choices=["default", "small"], help="MiniMMEB size preset")
+    abl.add_argument("--eval-queries", type=int, default=None,
+                     help="pools per eval task (0 = all; default: the profile's ablation.eval.max_queries)")
     abl.add_argument("--out", required=True, help="output directory (ablation.json, ablation.md, runs)")
     abl.set_defaults(handler=_experiment_ablation)
 

@@ -40,6 +40,10 @@ class EmbedderTrainConfig:
         "gold; the Embedder learns to weigh evidence against the pixels",
         lambda: {"raw": 0.3, "teacher": 0.3, "blind": 0.2, "gold": 0.2},
     )
+    variant_per: str = _help(
+        "draw the trace variant once per step for the whole batch (`batch`) or per pair (`pair`). Per batch, "
+        "raw steps have only raw negatives, so the pixels must separate them (per pair, raw sides of a tiny "
+        "Embedder collapse to one point and it matches through the trace text alone)", "batch")
     dataset_weights: dict[str, float] = _help("per-subset sampling weight (x size); missing = 1", dict)
     gradient_checkpointing: bool = _help("recompute activations in the backward pass (GPU memory)", True)
     bf16: bool = _help("bfloat16 autocast (GPU)", True)
@@ -52,6 +56,8 @@ class EmbedderTrainConfig:
         _positive(self, "temperature", "learning_rate", "global_batch_size")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("EmbedderTrainConfig: set epochs > 0 or max_steps > 0")
+        if self.variant_per not in ("batch", "pair"):
+            raise ValueError(f"EmbedderTrainConfig.variant_per={self.variant_per!r}: expected 'batch' or 'pair'")
         unknown = set(self.evidence_mix) - {"raw", "teacher", "blind", "gold"}
         if unknown or not self.evidence_mix or min(self.evidence_mix.values()) < 0:
             raise ValueError(f"EmbedderTrainConfig.evidence_mix={self.evidence_mix}: keys raw, teacher, blind, gold; "

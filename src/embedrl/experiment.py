@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrl.config import EmbedderTrainConfig, EvalConfig, build_config
+from embedrl.config import EmbedderTrainConfig, EvalConfig, build_config, profile_section
 
 log = logging.getLogger(__name__)
 VARIANTS = ("no_cot", "teacher_cot", "sft_cot", "egrl_cot", "oracle_cot")
@@ -85,24 +85,22 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
     from embedrl.data.sides import MediaStore
     from embedrl.models.embedder import Embedder, EmbedderInputs
     from embedrl.models.factory import load_model
-    from embedrl.models.reasoner import Reasoner, ReasonerImageSizes
+    from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
     from embedrl.tcot.teachers import gold_tcot
     from embedrl.train.egrl import EGRLRewards, egrl_dataset
 
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    sizes = ReasonerImageSizes(config.reasoner_image_size, config.reasoner_frame_size)
-    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, style=config.prompt_style,
-                               sizes=sizes, seed=config.seed)
+    prompt = ReasonerPrompt.of_model(reasoner_dir)
+    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     store = MediaStore(prepared)
     emb_model, emb_proc = load_model(embedder_dir)
     inputs = EmbedderInputs(emb_proc)
     rewards = EGRLRewards(sides, store, Embedder(emb_model, inputs.emb_id).eval(), inputs, config,
-                          Path(prepared) / ".pre_rl_rewards.jsonl")
+                          Path(prepared) / ".pre_rl_rewards.jsonl", prompt)
     teacher_text = _teacher_texts(prepared)
-    reasoner = Reasoner.load(reasoner_dir, style=config.prompt_style, max_new_tokens=config.max_completion_length,
-                             sizes=sizes)
+    reasoner = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length)
     per_group = 2 * config.pairs_per_step
     weights = np.array(config.reward_weights)
     gold, teacher, spread, formats = [], [], [], []
@@ -191,7 +189,8 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
     generate(data, seed=data_seed, size=size, progress=False)
     prepared = out / "prepared"
     prepare(data, prepared)
-    eval_cfg = build_config(EvalConfig, profile, "eval", **(overrides or {}).get("eval", {}))
+    eval_overrides = {**profile_section(profile, "ablation").get("eval", {}), **(overrides or {}).get("eval", {})}
+    eval_cfg = build_config(EvalConfig, profile, "eval", **eval_overrides)
     per_seed: dict[str, list[dict]] = {v: [] for v in variants}
     runs = []
     for seed in seeds:

@@ -1,78 +1,154 @@
 """The Reasoner: writes a T-CoT for a query or a target, from its media and text.
 
-Its prompt is a chat with one user turn (media, text, an instruction that says which side it writes
-for) and the T-CoT as the assistant turn. The `short` prompt style keeps tiny models' prompts short;
-`full` uses the detailed prompts of `embedrl.tcot.prompts` (paper-scale Reasoners).
+Its prompt is a chat with one user turn (media, text, the region proposals when grounded, an instruction
+that says which side it writes for) and the T-CoT as the assistant turn; `ReasonerPrompt` holds the
+settings.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.embedder import resize_square
+from embedrl.tcot.regions import Region, region_crops, region_proposals, resolve_marks, to_marks
 
 SHORT_INSTRUCTIONS = {
     "query": "Write the T-CoT of this query.",
     "target": "Write the T-CoT of this candidate.",
 }
+REGIONS_HEADER = "Regions:"
 
 
 @dataclass(frozen=True)
-class ReasonerImageSizes:
-    """The Reasoner sees sharper media than the Embedder: it must find the fine evidence."""
+class ReasonerPrompt:
+    """How the Reasoner's input is built. Set at SFT time and saved with the model (embedrl.json), so
+    EG-RL and evaluation prompt the Reasoner exactly as it was trained.
 
-    image: int = 224
-    frame: int = 56
+    style: `short` keeps tiny models' prompts short; `full` uses the detailed prompts of
+    `embedrl.tcot.prompts` (paper-scale Reasoners). grounded: list the region proposals of the input
+    (embedrl.tcot.regions), each with its words, its box when `region_boxes`, and for images a sharp
+    crop of `region_size` px; the Reasoner then writes marks (`#k`) for regions, resolved into the
+    region's words and box before anything reads its T-CoT (`Reasoner.resolve`).
+    The Reasoner sees sharper media than the Embedder: it must find the fine evidence.
+    """
+
+    style: str = "short"
+    image_size: int = 224
+    frame_size: int = 56
+    grounded: bool = False
+    region_size: int = 56
+    region_boxes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.style not in ("short", "full"):
+            raise ValueError(f"ReasonerPrompt.style={self.style!r}: expected 'short' or 'full'")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> ReasonerPrompt:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+    @classmethod
+    def of_model(cls, model_dir) -> ReasonerPrompt:
+        """The prompt a saved Reasoner was trained with (defaults for a model without that record)."""
+        meta_path = Path(model_dir) / "embedrl.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        return cls.from_dict(meta.get("reasoner_prompt"))
 
 
-def reasoner_messages(ref: SideRef, role: str, *, style: str = "short", num_frames: int | None = None) -> list[dict]:
+def side_regions(ref: SideRef, prompt: ReasonerPrompt) -> list[Region]:
+    return region_proposals(ref.scene) if prompt.grounded and ref.media_path else []
+
+
+def completion_for(ref: SideRef, tcot_text: str, prompt: ReasonerPrompt) -> str:
+    """What the Reasoner is trained to write for a full T-CoT: its mark form when grounded."""
+    return to_marks(tcot_text, side_regions(ref, prompt))
+
+
+def resolve_completion(ref: SideRef, text: str, prompt: ReasonerPrompt) -> str:
+    """The full T-CoT of what the Reasoner wrote (marks resolved when grounded)."""
+    return resolve_marks(text, side_regions(ref, prompt))
+
+
+def _has_region_crops(ref: SideRef) -> bool:
+    return ref.media_kind == "image" and (ref.scene or {}).get("type") in ("image", "crop")
+
+
+def reasoner_messages(ref: SideRef, role: str, prompt: ReasonerPrompt | None = None, *,
+                      num_frames: int | None = None) -> list[dict]:
     """The chat prompt (trl / HF conversational format) for one side."""
-    if style == "full":
+    prompt = prompt or ReasonerPrompt()
+    n_media = (num_frames or 1) if ref.media_path else 0
+    media = [{"type": "image"} for _ in range(n_media)]
+    region_parts = _region_parts(ref, prompt)
+    if prompt.style == "full":
         from embedrl.tcot.prompts import tcot_system_prompt, tcot_user_text
 
         system = tcot_system_prompt(role, ref.modality, num_frames=num_frames)
         text = tcot_user_text(role, ref.clean_text)
-        parts = [{"type": "image"} for _ in range(num_frames or 1)] if ref.media_path else []
         return [{"role": "system", "content": system},
-                {"role": "user", "content": parts + [{"type": "text", "text": text}]}]
-    n_images = (num_frames or 1) if ref.media_path else 0
-    text = f"{ref.clean_text}\n{SHORT_INSTRUCTIONS[role]}" if ref.clean_text else SHORT_INSTRUCTIONS[role]
-    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}]
+                {"role": "user", "content": media + region_parts + [{"type": "text", "text": text}]}]
+    text = f"{ref.clean_text}\n" if ref.clean_text else ""
+    if region_parts:
+        return [{"role": "user", "content": media + [{"type": "text", "text": text + REGIONS_HEADER}] + region_parts
+                 + [{"type": "text", "text": "\n" + SHORT_INSTRUCTIONS[role]}]}]
+    return [{"role": "user", "content": media + [{"type": "text", "text": text + SHORT_INSTRUCTIONS[role]}]}]
 
 
-def reasoner_images(ref: SideRef, store: MediaStore, sizes: ReasonerImageSizes | None = None) -> list[Image.Image]:
-    sizes = sizes or ReasonerImageSizes()
+def _region_parts(ref: SideRef, prompt: ReasonerPrompt) -> list[dict]:
+    regions = side_regions(ref, prompt)
+    with_crop = _has_region_crops(ref)
+    parts: list[dict] = []
+    for index, region in enumerate(regions, 1):
+        parts.append({"type": "text", "text": "\n" + region.line(index, with_box=prompt.region_boxes)})
+        if with_crop and region.box_2d is not None:
+            parts.append({"type": "image"})
+    return parts
+
+
+def reasoner_images(ref: SideRef, store: MediaStore, prompt: ReasonerPrompt | None = None) -> list[Image.Image]:
+    """The images of the prompt, in order: the media, then one crop per boxed region (grounded images)."""
+    prompt = prompt or ReasonerPrompt()
     media = store.load(ref)
-    size = sizes.frame if ref.media_kind == "video" else sizes.image
-    return [resize_square(m, size) for m in media]
+    size = prompt.frame_size if ref.media_kind == "video" else prompt.image_size
+    images = [resize_square(m, size) for m in media]
+    if media and _has_region_crops(ref):
+        images += region_crops(media[0], side_regions(ref, prompt), prompt.region_size)
+    return images
 
 
 class Reasoner:
     """Batched greedy (or sampled) T-CoT generation with a Qwen-VL and its processor."""
 
-    def __init__(self, model, processor, *, style: str = "short", max_new_tokens: int = 96,
-                 sizes: ReasonerImageSizes | None = None):
+    def __init__(self, model, processor, *, prompt: ReasonerPrompt | None = None, max_new_tokens: int = 96):
         self.model = model
         self.processor = processor
-        self.style = style
+        self.prompt = prompt or ReasonerPrompt()
         self.max_new_tokens = max_new_tokens
-        self.sizes = sizes or ReasonerImageSizes()
         self.processor.tokenizer.padding_side = "left"
 
     @classmethod
     def load(cls, model_dir, **kwargs) -> Reasoner:
+        """A saved Reasoner, prompted as it was trained (its `reasoner_prompt` record) unless `prompt=` says."""
         from embedrl.models.factory import load_model
 
         model, processor = load_model(model_dir)
+        kwargs.setdefault("prompt", ReasonerPrompt.of_model(model_dir))
         return cls(model, processor, **kwargs)
 
     def prompt_text(self, ref: SideRef, role: str, num_frames: int | None) -> str:
-        messages = reasoner_messages(ref, role, style=self.style, num_frames=num_frames)
+        messages = reasoner_messages(ref, role, self.prompt, num_frames=num_frames)
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     @torch.no_grad()
@@ -84,7 +160,7 @@ class Reasoner:
             chunk = list(zip(refs[start:start + batch_size], roles[start:start + batch_size], strict=True))
             texts, images = [], []
             for ref, role in chunk:
-                media = reasoner_images(ref, store, self.sizes)
+                media = reasoner_images(ref, store, self.prompt)
                 texts.append(self.prompt_text(ref, role, len(media) if ref.media_kind == "video" else None))
                 images.extend(media)
             batch = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
@@ -96,4 +172,4 @@ class Reasoner:
             )
             new_tokens = generated[:, batch["input_ids"].shape[1]:]
             outputs += self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [o.strip() for o in outputs]
+        return [resolve_completion(ref, o.strip(), self.prompt) for ref, o in zip(refs, outputs, strict=True)]

@@ -25,7 +25,7 @@ import trl
 
 from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.embedder import Embedder, EmbedderInputs
-from embedrl.models.reasoner import ReasonerImageSizes, reasoner_images, reasoner_messages
+from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.embedder import build_side, load_pairs
 from embedrl.train.rewards import completion_text, make_judge, outcome_details, process_rewards
@@ -46,9 +46,6 @@ class EGRLStageConfig(trl.GRPOConfig):
     judge_model: str = field(default="", metadata={"help": "model name of the chat judge"})
     process_candidates: int = field(default=4, metadata={"help": "m: candidates the judge chooses among"})
     pairs_per_step: int = field(default=4, metadata={"help": "B: pairs per step (queries and targets: 2B prompts)"})
-    prompt_style: str = field(default="short", metadata={"help": "short (tiny models) or full"})
-    reasoner_image_size: int = field(default=224, metadata={"help": "pixels of an image the Reasoner sees"})
-    reasoner_frame_size: int = field(default=56, metadata={"help": "pixels of each frame the Reasoner sees"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
@@ -62,7 +59,7 @@ class EGRLStageConfig(trl.GRPOConfig):
 
 
 # -------------------------------------------------------------------------------------------- data
-def egrl_dataset(data_root, *, pairs_per_step: int, style: str, sizes: ReasonerImageSizes, seed: int):
+def egrl_dataset(data_root, *, pairs_per_step: int, prompt: ReasonerPrompt, seed: int):
     """Prompts laid out group by group: [q0, t0, q1, t1, ...] for B pairs of one RL group."""
     store = MediaStore(data_root)
     groups: dict[str, list] = {}
@@ -78,9 +75,9 @@ def egrl_dataset(data_root, *, pairs_per_step: int, style: str, sizes: ReasonerI
     for g in order:
         for i, pair in enumerate(full[g]):
             for role, ref in (("query", pair.query), ("target", pair.positive)):
-                images = reasoner_images(ref, store, sizes)
+                images = reasoner_images(ref, store, prompt)
                 frames = len(images) if ref.media_kind == "video" else None
-                rows.append({"prompt": reasoner_messages(ref, role, style=style, num_frames=frames),
+                rows.append({"prompt": reasoner_messages(ref, role, prompt, num_frames=frames),
                              "images": images, "side": len(sides), "pair_index": i, "role": role})
                 sides.append(ref)
     return rows, sides
@@ -91,8 +88,9 @@ class EGRLRewards:
     """Computes all three reward components once per generation batch; trl calls one function each."""
 
     def __init__(self, sides: list[SideRef], store: MediaStore, embedder: Embedder, inputs: EmbedderInputs,
-                 config: EGRLStageConfig, log_path: Path):
+                 config: EGRLStageConfig, log_path: Path, prompt: ReasonerPrompt | None = None):
         self.sides, self.store, self.embedder, self.inputs, self.config = sides, store, embedder, inputs, config
+        self.prompt = prompt or ReasonerPrompt()  # the Reasoner's: a grounded one writes marks, resolved here
         self.judge = make_judge(config.judge, **({"base_url": config.judge_url, "model": config.judge_model}
                                                  if config.judge == "chat" else {}))
         self.rng = np.random.default_rng(config.seed)
@@ -126,6 +124,7 @@ class EGRLRewards:
     def _compute(self, texts: list[str], columns) -> dict[str, list[float]]:
         n = len(texts)
         refs = [self.sides[s] for s in columns["side"]]
+        texts = [resolve_completion(r, t, self.prompt) for r, t in zip(refs, texts, strict=True)]
         traces = [_parse(t, r, self.store) for t, r in zip(texts, refs, strict=True)]
         ok = np.array([t is not None for t in traces])
         vectors = self._embed(refs, traces)
@@ -201,9 +200,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
         torch.set_num_threads(config.num_threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = ReasonerImageSizes(config.reasoner_image_size, config.reasoner_frame_size)
-    rows, sides = egrl_dataset(data_root, pairs_per_step=config.pairs_per_step, style=config.prompt_style,
-                               sizes=sizes, seed=config.seed)
+    prompt = ReasonerPrompt.of_model(reasoner_dir)
+    rows, sides = egrl_dataset(data_root, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     dataset = datasets.Dataset.from_list(rows)
 
     emb_model, emb_processor = load_model(embedder_dir)
@@ -213,7 +211,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
         p.requires_grad_(False)
     log_path = out / "reward_log.jsonl"
     log_path.write_text("")
-    rewards = EGRLRewards(sides, MediaStore(data_root), embedder, inputs, config, log_path)
+    rewards = EGRLRewards(sides, MediaStore(data_root), embedder, inputs, config, log_path, prompt)
 
     model, processor = load_model(reasoner_dir)
     processor.tokenizer.padding_side = "left"

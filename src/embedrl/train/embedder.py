@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,10 +105,11 @@ def build_side(ref: SideRef, store: MediaStore, tcot: TCoT | None) -> Side:
 
 
 # ------------------------------------------------------------------------------------------- train
-def _pick_variants(rng: np.random.Generator, mix: dict[str, float], n: int) -> list[str]:
+def _pick_variants(rng: np.random.Generator, mix: dict[str, float], n: int, *, per_batch: bool) -> list[str]:
     names = [v for v in VARIANTS if mix.get(v, 0) > 0]
     weights = np.array([mix[v] for v in names], dtype=float)
-    return [names[i] for i in rng.choice(len(names), size=n, p=weights / weights.sum())]
+    picks = rng.choice(len(names), size=1 if per_batch else n, p=weights / weights.sum())
+    return [names[i] for i in picks] * (n if per_batch else 1)
 
 
 def _total_steps(config: EmbedderTrainConfig, n_pairs: int) -> int:
@@ -149,7 +151,8 @@ def train_embedder(
         torch.set_num_threads(config.num_threads)
     dist = init_distributed()
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng([config.seed, dist.rank])
+    per_batch = config.variant_per == "batch"
+    rng = np.random.default_rng(config.seed if per_batch else [config.seed, dist.rank])  # per batch: same on every rank
     out = Path(out_dir)
     pairs = load_pairs(data_root, "train", quarantine=out / "train_quarantine.jsonl")
     n_pairs = sum(len(v) for v in pairs.values())
@@ -172,17 +175,18 @@ def train_embedder(
     losses, accuracies = [], []
     log_path = out / "train_log.jsonl"
     out.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w", encoding="utf-8") as log_file:
+    with (log_path.open("w", encoding="utf-8") if dist.is_main else open(os.devnull, "w")) as log_file:
         for step in tqdm(range(1, steps + 1), desc="embedder", disable=not (progress and dist.is_main)):
             subset, indices = next(batches)
             batch = [pairs[subset][i] for i in indices]
-            variants = _pick_variants(rng, config.evidence_mix, len(batch))
+            variants = _pick_variants(rng, config.evidence_mix, len(batch), per_batch=per_batch)
             q_batch, t_batch = _encode_pairs(batch, variants, store, inputs)
             details = info_nce_details(stepper.model(q_batch), stepper.model(t_batch), temperature=config.temperature)
-            stepper.step(details.loss)
+            grad_norm = stepper.step(details.loss)
             losses.append(float(details.loss.detach()))
             accuracies.append(float(details.accuracy))
-            record = {"step": step, "subset": subset, "loss": losses[-1], "accuracy": accuracies[-1],
+            record = {"step": step, "subset": subset, "variant": variants[0] if per_batch else "mixed",
+                      "loss": losses[-1], "accuracy": accuracies[-1], "grad_norm": grad_norm,
                       "lr": stepper.scheduler.get_last_lr()[0]}
             log_file.write(json.dumps(record) + "\n")
             if step % config.log_every == 0 or step == steps:
@@ -237,17 +241,19 @@ class _Stepper:
                 model_parameters=params)
             self.model = self.engine
 
-    def step(self, loss: torch.Tensor) -> None:
+    def step(self, loss: torch.Tensor) -> float:
+        """Backward and update; returns the global gradient norm before clipping."""
         if self.engine is not None:
             self.engine.backward(loss)
             self.engine.step()
-            return
+            return float(self.engine.get_global_grad_norm() or 0.0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         _average_gradients(self.params, self.dist)
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
         self.scheduler.step()
+        return float(norm)
 
 
 def _average_gradients(params, dist) -> None:

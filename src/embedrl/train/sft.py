@@ -15,7 +15,7 @@ from pathlib import Path
 import trl
 
 from embedrl.data.sides import MediaStore
-from embedrl.models.reasoner import ReasonerImageSizes, reasoner_images, reasoner_messages
+from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_images, reasoner_messages
 from embedrl.train.embedder import load_pairs
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,27 @@ class SFTStageConfig(trl.SFTConfig):
     prompt_style: str = field(default="short", metadata={"help": "short (tiny models) or full (paper-scale prompts)"})
     reasoner_image_size: int = field(default=224, metadata={"help": "pixels of an image the Reasoner sees"})
     reasoner_frame_size: int = field(default=56, metadata={"help": "pixels of each video frame the Reasoner sees"})
+    grounded: bool = field(default=False, metadata={
+        "help": "list the input's region proposals in the prompt (embedrl.tcot.regions); saved with the model"})
+    region_size: int = field(default=56, metadata={"help": "pixels of each region crop of a grounded prompt"})
+    region_boxes: bool = field(default=True, metadata={"help": "write each region's 0-1000 box in a grounded prompt"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
         self.completion_only_loss = True
         self.remove_unused_columns = False  # the images column feeds the collator
+        self.reasoner_prompt()  # validates the prompt settings
         self.dataset_kwargs = {"skip_prepare_dataset": True}
         super().__post_init__()
 
+    def reasoner_prompt(self) -> ReasonerPrompt:
+        return ReasonerPrompt(self.prompt_style, self.reasoner_image_size, self.reasoner_frame_size,
+                              self.grounded, self.region_size, self.region_boxes)
 
-def sft_examples(data_root: str | Path, split: str = "train", *, style: str = "short",
-                 sizes: ReasonerImageSizes | None = None) -> list[dict]:
+
+def sft_examples(data_root: str | Path, split: str = "train", *, prompt: ReasonerPrompt | None = None) -> list[dict]:
     """Prompt-completion examples (conversational, with images) for both sides of every pair."""
+    prompt = prompt or ReasonerPrompt()
     store = MediaStore(data_root)
     examples = []
     for pairs in load_pairs(data_root, split).values():
@@ -47,11 +56,11 @@ def sft_examples(data_root: str | Path, split: str = "train", *, style: str = "s
             for ref, role, tcot in ((pair.query, "query", pair.query_tcot), (pair.positive, "target", pair.positive_tcot)):
                 if not tcot:
                     continue
-                images = reasoner_images(ref, store, sizes)
+                images = reasoner_images(ref, store, prompt)
                 frames = len(images) if ref.media_kind == "video" else None
                 examples.append({
-                    "prompt": reasoner_messages(ref, role, style=style, num_frames=frames),
-                    "completion": [{"role": "assistant", "content": tcot}],
+                    "prompt": reasoner_messages(ref, role, prompt, num_frames=frames),
+                    "completion": [{"role": "assistant", "content": completion_for(ref, tcot, prompt)}],
                     "images": images,
                 })
     return examples
@@ -73,8 +82,7 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
     started = time.perf_counter()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    sizes = ReasonerImageSizes(config.reasoner_image_size, config.reasoner_frame_size)
-    examples = sft_examples(data_root, style=config.prompt_style, sizes=sizes)
+    examples = sft_examples(data_root, prompt=config.reasoner_prompt())
     dataset = datasets.Dataset.from_list(examples)
     model, processor = load_model(model_dir)
     config.output_dir = str(Path(out_dir) / "checkpoints")
@@ -92,7 +100,6 @@ def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: i
     base = Path(base_dir) / "embedrl.json"
     meta = json.loads(base.read_text()) if base.exists() else {}
     meta["role"] = "reasoner"
-    meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples,
-                     "prompt_style": config.prompt_style, "reasoner_image_size": config.reasoner_image_size,
-                     "reasoner_frame_size": config.reasoner_frame_size}
+    meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples}
+    meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")

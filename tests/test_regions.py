@@ -1,0 +1,144 @@
+"""Grounding the Reasoner: region proposals, the grounded prompt, and the prompt saved with a Reasoner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embedrl.data.sides import MediaStore
+from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages
+from embedrl.tcot.regions import region_proposals
+from embedrl.tcot.teachers import gold_tcot, oracle_tcot
+from embedrl.train.embedder import load_pairs
+
+
+def _sides(prepared, subset):
+    pairs = load_pairs(prepared)[subset]
+    return [side for pair in pairs[:10] for side in (pair.query, pair.positive)]
+
+
+def test_image_regions_list_every_object_without_its_fine_detail(prepared_small):
+    for side in _sides(prepared_small, "T2I-Marked"):
+        if side.media_kind != "image":
+            continue
+        regions = region_proposals(side.scene)
+        assert len(regions) == len(side.scene["objects"])
+        assert not any("dot" in r.label for r in regions)  # which object carries the dot is the Reasoner's call
+        # Both the teacher and the gold trace point at an object that is among the proposals.
+        labels = " | ".join(r.label for r in regions)
+        for writer in (oracle_tcot, gold_tcot):
+            answer = writer(side.scene).answer.removesuffix(" with a dot")
+            assert answer in labels
+
+
+def test_page_regions_read_the_title_and_every_row(prepared_small):
+    side = next(s for s in _sides(prepared_small, "VisDoc-Price") if s.media_kind == "image")
+    regions = region_proposals(side.scene)
+    assert regions[0].label == f"title: {side.scene['title']}"
+    assert [r.label.split()[0] for r in regions[1:]] == [row["item"] for row in side.scene["rows"]]
+    assert all(r.box_2d is not None for r in regions[1:])
+
+
+def test_text_sides_and_scene_less_data_get_no_regions():
+    assert region_proposals({}) == []
+    assert region_proposals({"type": "text", "object": "large red star"}) == []
+
+
+@pytest.mark.parametrize("subset", ["T2I-Marked", "I2T-Marked", "T2V-Flash", "VisDoc-Price"])
+def test_grounded_prompt_images_match_its_image_placeholders(prepared_small, tiny_models, subset):
+    """The processor must find exactly one image per placeholder: media first, then one crop per boxed region."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_models["reasoner"])
+    store = MediaStore(prepared_small)
+    prompt = ReasonerPrompt(grounded=True, image_size=112)
+    for role, side in zip(("query", "target") * 10, _sides(prepared_small, subset), strict=False):
+        images = reasoner_images(side, store, prompt)
+        frames = len(images) if side.media_kind == "video" else None
+        messages = reasoner_messages(side, role, prompt, num_frames=frames)
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert text.count("<|vision_start|>") == len(images)
+        batch = processor(text=[text], images=images or None, return_tensors="pt")
+        if side.media_kind == "image" and side.scene.get("type") == "image":
+            assert len(images) == 1 + len(side.scene["objects"])
+            assert "Regions:" in text and batch["image_grid_thw"].shape[0] == len(images)
+        ungrounded = reasoner_messages(side, role, ReasonerPrompt(), num_frames=frames)
+        assert "Regions:" not in json.dumps(ungrounded)
+
+
+def test_reasoner_prompt_round_trips_and_rejects_unknown_styles(tmp_path):
+    prompt = ReasonerPrompt(style="full", image_size=112, grounded=True)
+    assert ReasonerPrompt.from_dict(prompt.to_dict()) == prompt
+    (tmp_path / "embedrl.json").write_text(json.dumps({"reasoner_prompt": prompt.to_dict()}))
+    assert ReasonerPrompt.of_model(tmp_path) == prompt
+    assert ReasonerPrompt.of_model(tmp_path / "missing") == ReasonerPrompt()
+    with pytest.raises(ValueError, match="style"):
+        ReasonerPrompt(style="verbose")
+
+
+def test_sft_saves_the_prompt_the_reasoner_was_trained_with(sft_reasoner):
+    from embedrl.models.reasoner import Reasoner
+
+    saved = ReasonerPrompt.of_model(sft_reasoner.out_dir / "model")
+    assert saved.grounded and saved.image_size == 112  # the micro profile's SFT settings
+    assert Reasoner.load(sft_reasoner.out_dir / "model").prompt == saved
+
+
+@pytest.mark.parametrize("subset", ["T2I-Marked", "I2T-Marked", "CIR-Marked", "Grounding-Marked", "T2V-Flash",
+                                    "VisDoc-Price", "VisDoc-Quantity"])
+def test_marks_round_trip_keeps_the_evidence_of_teacher_and_gold_traces(prepared_small, subset):
+    from embedrl.tcot import parse
+    from embedrl.tcot.regions import resolve_marks, to_marks
+    from embedrl.tcot.teachers import names_absent_object, names_disambiguating_evidence
+
+    checked = 0
+    for side in _sides(prepared_small, subset):
+        regions = region_proposals(side.scene) if side.media_path else []
+        if not regions:
+            continue
+        frames = 8 if side.media_kind == "video" else None
+        for writer in (oracle_tcot, gold_tcot):
+            from embedrl.tcot import render
+
+            full = render(writer(side.scene, text=side.clean_text))
+            marked = to_marks(full, regions)
+            assert "#" in marked and len(marked) < len(full)
+            back = parse(resolve_marks(marked, regions), modality=side.modality, num_frames=frames)
+            original = parse(full, modality=side.modality, num_frames=frames)
+            assert names_disambiguating_evidence(back, side.scene) == names_disambiguating_evidence(original, side.scene)
+            assert not names_absent_object(back, side.scene)
+            assert back.key_frames == original.key_frames
+            assert set(original.text_keywords) <= set(back.text_keywords) | {""}
+        checked += 1
+    assert checked >= 3
+
+
+def test_image_marks_replace_every_object_phrase_and_unknown_marks_stay_unresolved(prepared_small):
+    from embedrl.tcot import TCoTFormatError, parse, render
+    from embedrl.tcot.regions import resolve_marks, to_marks
+
+    side = next(s for s in _sides(prepared_small, "T2I-Marked") if s.media_kind == "image")
+    regions = region_proposals(side.scene)
+    marked = to_marks(render(oracle_tcot(side.scene)), regions)
+    for obj in side.scene["objects"]:
+        assert f"{obj['colour']} {obj['shape']}" not in marked
+    assert '"bbox_2d": ["#' in marked
+    beyond = len(regions) + 1
+    bad = f'<thinking>It is there. {{"bbox_2d": ["#{beyond}"]}}</thinking>\n<rethink>Yes.</rethink>\n<answer>#{beyond}</answer>'
+    assert resolve_marks(bad, regions) == bad  # never repaired into some other region
+    with pytest.raises(TCoTFormatError):
+        parse(resolve_marks(bad, regions), modality="image")
+    good = bad.replace(f"#{beyond}", "#1")
+    assert parse(resolve_marks(good, regions), modality="image").bbox_2d == [regions[0].box_2d]
+
+
+def test_grounded_sft_completions_are_in_mark_form(prepared_small):
+    from embedrl.train.sft import sft_examples
+
+    grounded = sft_examples(prepared_small, prompt=ReasonerPrompt(grounded=True, image_size=112))
+    plain = sft_examples(prepared_small)
+    assert len(grounded) == len(plain)
+    image_completions = [e["completion"][0]["content"] for e in grounded if len(e["images"]) > 1]
+    assert image_completions and all("#" in c for c in image_completions)
+    assert not any("#" in e["completion"][0]["content"] for e in plain)
