@@ -1,6 +1,7 @@
 # The two commands of the README:
-#   make run    the main job (today: MiniMMEB generation, checked against data.dvc, and model init;
-#               later issues extend it to the whole pipeline)
+#   make run    the main job: the whole Kubeflow pipeline locally (kfp.local) on the tiny profile and the
+#               DVC-tracked MiniMMEB in data/ (generated from seed 0 and checked against data.dvc when
+#               absent); MLflow in $(WORKDIR)/mlflow.db
 #   make test   the test suite
 # Both create .venv/ from the lock file first when it is missing or stale.
 
@@ -26,8 +27,8 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/embedrl data generate --out data --seed 0 --check-dvc data.dvc
-	$(VENV)/bin/embedrl model init --profile tiny --out $(WORKDIR)/models --overwrite
+	test -d data || $(VENV)/bin/embedrl data generate --out data --seed 0 --check-dvc data.dvc --quiet
+	$(VENV)/bin/embedrl pipeline run --local --profile tiny --workdir $(WORKDIR)
 
 test: install
 	$(PY) -m pytest -q

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -167,6 +168,8 @@ def _not_yet(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from embedrl.registry.cli import add_registry_commands
+
     parser = argparse.ArgumentParser(
         prog="embedrl",
         description="Embed-RL: reasoning-driven universal multimodal embeddings, as a Kubeflow/MLflow workflow.",
@@ -184,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_commands(commands["train"])
     _add_evaluate_command(sub["evaluate"])
     _add_experiment_commands(commands["experiment"])
+    _add_pipeline_commands(commands["pipeline"])
+    add_registry_commands(commands["registry"])
     return parser
 
 
@@ -268,6 +273,116 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
                      help="pools per eval task (0 = all; default: the profile's ablation.eval.max_queries)")
     abl.add_argument("--out", required=True, help="output directory (ablation.json, ablation.md, runs)")
     abl.set_defaults(handler=_experiment_ablation)
+
+
+def _pipeline_params(args: argparse.Namespace):
+    from embedrl.pipeline.dag import RunParameters
+    from embedrl.pipeline.steps import DataSource
+
+    data = DataSource(repo=args.data_repo or "", rev=args.data_rev, path=args.data_path, md5=args.data_md5,
+                      seed=args.data_seed, size=args.data_size)
+    overrides: dict = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not (section and name and _):
+            raise SystemExit(f"error: --set {item!r}: expected SECTION.FIELD=VALUE, e.g. embedder.max_steps=20")
+        import yaml
+
+        overrides.setdefault(section, {})[name] = yaml.safe_load(value)
+    return RunParameters(profile=args.profile, seed=args.seed, data=data, tracking_uri=args.tracking_uri or "",
+                         experiment=args.experiment, model_name=args.model_name,
+                         promotion_metric=args.promotion_metric, promotion_margin=args.promotion_margin,
+                         overrides=overrides)
+
+
+def _pipeline_run(args: argparse.Namespace) -> int:
+    import json
+
+    from embedrl.pipeline.dag import default_data_source, repo_root, run_local
+
+    if not args.local:
+        print("error: `pipeline run` runs locally (--local); use `embedrl pipeline submit` for a cluster",
+              file=sys.stderr)
+        return 2
+    params = _pipeline_params(args)
+    if args.data_repo is None and not args.data_rev:
+        params.data = default_data_source(repo_root())
+    result = run_local(args.workdir, params, caching=not args.no_cache)
+    print(json.dumps({"run_key": result.run_key, "seconds": round(result.seconds, 1),
+                      "tracking_uri": result.tracking_uri, **result.mlflow}, indent=1))
+    print(f"MLflow UI: mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 0
+
+
+def _pipeline_compile(args: argparse.Namespace) -> int:
+    from embedrl.pipeline.dag import compile_pipeline
+
+    print(compile_pipeline(args.out, image=args.image))
+    return 0
+
+
+def _pipeline_submit(args: argparse.Namespace) -> int:
+    import json
+
+    from embedrl.pipeline.dag import compile_pipeline, submit
+
+    package = args.package or compile_pipeline(Path(args.workdir) / "embedrl_pipeline.yaml", image=args.image)
+    extra = json.loads(args.extra) if args.extra else None
+    run_id = submit(args.endpoint, package, _pipeline_params(args), experiment_name=args.kfp_experiment,
+                    run_name=args.run_name, namespace=args.namespace, extra=extra,
+                    service_account=args.service_account or None)
+    print(f"submitted run {run_id} to {args.endpoint}")
+    return 0
+
+
+def _add_pipeline_commands(commands: argparse._SubParsersAction) -> None:
+    def parameters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--profile", default="tiny", help="profile name or YAML file (resolved into the run's config)")
+        p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                       help="override one profile value, e.g. --set embedder.max_steps=20 (repeatable)")
+        p.add_argument("--seed", type=int, default=0, help="training seed")
+        p.add_argument("--data-repo", default=None,
+                       help="DVC repo (git URL or checkout) holding the data; empty string = generate MiniMMEB "
+                            "in the step (default locally: this checkout's data/ if present)")
+        p.add_argument("--data-rev", default="", help="git rev of --data-repo (tag or commit; empty = working tree)")
+        p.add_argument("--data-path", default="data", help="DVC-tracked directory inside --data-repo")
+        p.add_argument("--data-md5", default="", help="expected DVC md5 of the data (.dir); checked by data prep")
+        p.add_argument("--data-seed", type=int, default=0, help="MiniMMEB seed when the data is generated")
+        p.add_argument("--data-size", default="default", choices=["default", "small"], help="MiniMMEB size preset")
+        p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (local default: WORKDIR/mlflow.db)")
+        p.add_argument("--experiment", default="embedrl", help="MLflow experiment")
+        p.add_argument("--model-name", default="embedrl-embedder", help="registered model name")
+        p.add_argument("--promotion-metric", default="overall", help="metric of the promotion gate")
+        p.add_argument("--promotion-margin", type=float, default=0.0,
+                       help="a challenger becomes champion only if it beats the champion by more than this")
+
+    run = commands.add_parser("run", help="run the whole DAG locally (kfp.local SubprocessRunner)")
+    run.add_argument("--local", action="store_true", help="run on this machine (required)")
+    run.add_argument("--workdir", default="runs/local", help="pipeline root, KFP cache and mlflow.db")
+    run.add_argument("--no-cache", action="store_true", help="rerun every step (default: reuse cached steps)")
+    parameters(run)
+    run.set_defaults(handler=_pipeline_run)
+
+    comp = commands.add_parser("compile", help="compile the pipeline to a KFP YAML package")
+    comp.add_argument("--out", default="pipelines/embedrl_pipeline.yaml", help="output YAML")
+    comp.add_argument("--image", default=None, help="project image of every step (default: components.DEFAULT_IMAGE)")
+    comp.set_defaults(handler=_pipeline_compile)
+
+    sub = commands.add_parser("submit", help="submit a run to a Kubeflow Pipelines endpoint (kfp.Client)")
+    sub.add_argument("--endpoint", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    sub.add_argument("--package", default=None, help="compiled YAML (default: compile now)")
+    sub.add_argument("--image", default=None, help="project image when compiling now")
+    sub.add_argument("--workdir", default="runs/submit", help="where to compile when --package is not given")
+    sub.add_argument("--kfp-experiment", default="embedrl", help="KFP experiment name")
+    sub.add_argument("--run-name", default=None, help="KFP run name")
+    sub.add_argument("--namespace", default=None, help="Kubeflow namespace (multi-user installs)")
+    sub.add_argument("--service-account", default="embedrl-pipeline",
+                     help="service account of the run's pods (infra/rbac: may create TrainJobs); empty = KFP's default")
+    sub.add_argument("--extra", default=None,
+                     help='other pipeline parameters as JSON, e.g. \'{"distributed": true, "gpus": 8}\'')
+    parameters(sub)
+    sub.set_defaults(handler=_pipeline_submit)
 
 
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:
