@@ -72,7 +72,7 @@ class EvalConfig:
     batch_size: int = _help("sides per Embedder forward pass", 64)
     reasoner_batch_size: int = _help("sides per Reasoner generate call", 64)
     max_new_tokens: int = _help("longest T-CoT the Reasoner writes", 160)
-    max_queries: int = _help("queries per task (0 = all); for smoke tests only", 0)
+    max_queries: int = _help("queries (pools) per task, the first N (0 = all); caps evaluation time", 0)
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size", "reasoner_batch_size", "max_new_tokens")
