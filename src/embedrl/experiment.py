@@ -129,6 +129,62 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
             "passed": bool(gap > within > 0 and sample_format > 0)}
 
 
+def rl_holdout(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 64) -> dict:
+    """Greedy traces of a Reasoner on RL groups that EG-RL does not train on: what RL settings are tuned on.
+
+    EG-RL takes its groups in the order of `egrl_dataset`, one per step; the last `n_groups` of that
+    order are held out (they must lie past `config.max_steps`). Per group of B pairs, each query ranks
+    the B targets and each target the B queries (Hit@1, ties against the positive), with the Reasoner's
+    greedy trace on both sides; plus the mean outcome reward, the format rate and the evidence rate.
+    """
+    import torch
+
+    from embedrl.data.sides import MediaStore
+    from embedrl.models.embedder import Embedder, EmbedderInputs
+    from embedrl.models.factory import load_model
+    from embedrl.models.reasoner import Reasoner, ReasonerPrompt
+    from embedrl.tcot.teachers import names_disambiguating_evidence
+    from embedrl.train.egrl import _parse, egrl_dataset
+    from embedrl.train.embedder import build_side
+    from embedrl.train.rewards import outcome_details
+
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    prompt = ReasonerPrompt.of_model(reasoner_dir)
+    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
+    per_group = 2 * config.pairs_per_step
+    total_groups = len(rows) // per_group
+    if total_groups - n_groups < config.max_steps:
+        raise ValueError(f"only {total_groups} RL groups: cannot hold out {n_groups} past the {config.max_steps} "
+                         "that EG-RL trains on")
+    held = rows[(total_groups - n_groups) * per_group:total_groups * per_group]
+    store = MediaStore(prepared)
+    refs = [sides[r["side"]] for r in held]
+    texts = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length).generate(
+        refs, [r["role"] for r in held], store, batch_size=128)
+    traces = [_parse(t, r, store) for t, r in zip(texts, refs, strict=True)]
+    emb_model, emb_proc = load_model(embedder_dir)
+    inputs = EmbedderInputs(emb_proc)
+    embedder = Embedder(emb_model, inputs.emb_id).eval()
+    with torch.no_grad():
+        vectors = np.concatenate([
+            embedder(inputs.collate([inputs.encode(build_side(r, store, t))
+                                     for r, t in zip(refs[i:i + 64], traces[i:i + 64], strict=True)])).numpy()
+            for i in range(0, len(refs), 64)])
+    vectors = vectors.reshape(n_groups, config.pairs_per_step, 2, -1)  # rows go q0, t0, q1, t1, ...
+    hits, outcome = [], []
+    for group in vectors:
+        q_det, t_det = outcome_details(group[:, None, 0], group[:, None, 1], tau=config.outcome_tau)
+        hits += [*q_det.acc.ravel(), *t_det.acc.ravel()]
+        outcome += [*q_det.reward.ravel(), *t_det.reward.ravel()]
+    fine = [(t, r.scene) for t, r in zip(traces, refs, strict=True)
+            if t is not None and (r.scene or {}).get("type") in ("image", "video")
+            and ((r.scene.get("type") == "video") or r.scene.get("marked") is not None)]
+    return {"groups": n_groups, "hit_at_1": float(np.mean(hits)), "outcome": float(np.mean(outcome)),
+            "format_rate": float(np.mean([t is not None for t in traces])),
+            "evidence_rate": float(np.mean([names_disambiguating_evidence(t, s) for t, s in fine])) if fine else None}
+
+
 def _total(components: dict[str, list[float]], weights: np.ndarray) -> np.ndarray:
     return (weights[0] * np.array(components["format"]) + weights[1] * np.array(components["process"])
             + weights[2] * np.array(components["outcome"]))
