@@ -66,3 +66,16 @@ def sft_reasoner(prepared_small, tiny_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft")
     config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(out), max_steps=30)
     return train_sft(prepared_small, tiny_models["reasoner"], out, config)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Write the fault table (tests/faults_table.py) where EMBEDRL_FAULTS_TABLE says, if it says."""
+    from faults_table import ROWS, markdown
+
+    target = os.environ.get("EMBEDRL_FAULTS_TABLE")
+    if target and ROWS:
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        command = " ".join(["python -m pytest", *map(str, session.config.args)])
+        path.write_text("# Faults injected by the tests and what happened\n\nWritten by the tests: "
+                        f"`EMBEDRL_FAULTS_TABLE={target} {command}`.\n\n" + markdown())

@@ -107,6 +107,7 @@ def test_the_top_level_build_holds_the_deployable_pieces(infra_objects):
         ("StatefulSet", "embedrl-postgres"), ("Service", "embedrl-postgres"),
         ("Secret", "embedrl-s3"), ("Secret", "embedrl-mlflow"),
         ("Role", "embedrl-pipeline-trainjobs"), ("RoleBinding", "embedrl-pipeline-trainjobs"),
+        ("Role", "embedrl-pipeline-runner"), ("RoleBinding", "embedrl-pipeline-runner"),
         ("ServiceAccount", "embedrl-pipeline"), ("PersistentVolumeClaim", "embedrl-workspace"),
     } <= kinds
     assert not any(o["kind"] == "TrainJob" for o in infra_objects)  # applying infra/ must not start training
@@ -197,18 +198,19 @@ def test_every_secret_and_configmap_reference_resolves(infra_objects, trainjob_t
 
 
 def test_pipeline_role_is_least_privilege(infra_objects):
-    rules = _by_kind(infra_objects, "Role")["embedrl-pipeline-trainjobs"]["rules"]
-    assert rules == [
-        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
-         "verbs": ["create", "get", "watch", "delete"]},
-        {"apiGroups": [""], "resources": ["secrets"],
-         "resourceNames": ["embedrl-s3", "embedrl-mlflow"], "verbs": ["get"]},
+    roles = _by_kind(infra_objects, "Role")
+    assert roles["embedrl-pipeline-trainjobs"]["rules"] == [
+        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["create", "get", "delete"]},
     ]
-    secrets = _by_kind(infra_objects, "Secret")
-    assert set(rules[1]["resourceNames"]) <= set(secrets)
-    binding = _by_kind(infra_objects, "RoleBinding")["embedrl-pipeline-trainjobs"]
-    assert binding["roleRef"]["name"] == "embedrl-pipeline-trainjobs"
-    assert [s["name"] for s in binding["subjects"]] == ["embedrl-pipeline"]
+    assert roles["embedrl-pipeline-runner"]["rules"] == [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["mlpipeline-minio-artifact"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["kfp-launcher"], "verbs": ["get"]},
+    ]
+    for name in ("embedrl-pipeline-trainjobs", "embedrl-pipeline-runner"):
+        binding = _by_kind(infra_objects, "RoleBinding")[name]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert [s["name"] for s in binding["subjects"]] == ["embedrl-pipeline"]
 
 
 # ---------------------------------------------------------------------------------------------------

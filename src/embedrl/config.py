@@ -50,6 +50,8 @@ class EmbedderTrainConfig:
     deepspeed: str = _help("DeepSpeed JSON config (e.g. infra/deepspeed/zero2.json); empty = plain / DDP", "")
     num_threads: int = _help("torch CPU threads (0 = leave torch's default)", 0)
     log_every: int = _help("log metrics every N steps", 10)
+    save_every: int = _help("checkpoint (model, optimizer, scheduler, RNG, step) every N steps; 0 = never", 100)
+    keep_checkpoints: int = _help("newest checkpoints kept under OUT/checkpoints", 2)
     seed: int = _help("random seed", 0)
 
     def __post_init__(self) -> None:

@@ -129,13 +129,15 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
             "passed": bool(gap > within > 0 and sample_format > 0)}
 
 
-def rl_holdout(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 64) -> dict:
+def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, config, *, n_groups: int = 64,
+               source: str = "reasoner") -> dict:
     """Greedy traces of a Reasoner on RL groups that EG-RL does not train on: what RL settings are tuned on.
 
     EG-RL takes its groups in the order of `egrl_dataset`, one per step; the last `n_groups` of that
     order are held out (they must lie past `config.max_steps`). Per group of B pairs, each query ranks
     the B targets and each target the B queries (Hit@1, ties against the positive), with the Reasoner's
     greedy trace on both sides; plus the mean outcome reward, the format rate and the evidence rate.
+    `source` "teacher" or "gold" scores those traces instead (reference points; `reasoner_dir` unused).
     """
     import torch
 
@@ -143,14 +145,15 @@ def rl_holdout(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *
     from embedrl.models.embedder import Embedder, EmbedderInputs
     from embedrl.models.factory import load_model
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
-    from embedrl.tcot.teachers import names_disambiguating_evidence
+    from embedrl.tcot import render
+    from embedrl.tcot.teachers import gold_tcot, names_disambiguating_evidence
     from embedrl.train.egrl import _parse, egrl_dataset
     from embedrl.train.embedder import build_side
     from embedrl.train.rewards import outcome_details
 
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    prompt = ReasonerPrompt.of_model(reasoner_dir)
+    prompt = ReasonerPrompt.of_model(reasoner_dir) if source == "reasoner" else ReasonerPrompt()
     rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     per_group = 2 * config.pairs_per_step
     total_groups = len(rows) // per_group
@@ -160,8 +163,16 @@ def rl_holdout(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *
     held = rows[(total_groups - n_groups) * per_group:total_groups * per_group]
     store = MediaStore(prepared)
     refs = [sides[r["side"]] for r in held]
-    texts = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length).generate(
-        refs, [r["role"] for r in held], store, batch_size=128)
+    if source == "reasoner":
+        texts = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length).generate(
+            refs, [r["role"] for r in held], store, batch_size=128)
+    elif source == "teacher":
+        teacher = _teacher_texts(prepared)
+        texts = [teacher.get(_key(r), "") for r in refs]
+    elif source == "gold":
+        texts = [render(gold_tcot(r.scene or {"type": "text"}, text=r.clean_text)) for r in refs]
+    else:
+        raise ValueError(f"unknown trace source {source!r}: reasoner, teacher or gold")
     traces = [_parse(t, r, store) for t, r in zip(texts, refs, strict=True)]
     emb_model, emb_proc = load_model(embedder_dir)
     inputs = EmbedderInputs(emb_proc)

@@ -5,7 +5,8 @@
 - `init_model_dir(spec, out_dir, seed=)`: build (tiny) or load (hub id / local path) and save a
   Hugging Face directory: safetensors weights, config, generation config, tokenizer, processor, chat
   template, and `embedrl.json` (the spec that made it, the seed, the embedrl version).
-- `load_model(name_or_path)`: one code path for a local directory and a hub id.
+- `load_model(name_or_path)`: one code path for a local directory and a hub id; safetensors weights
+  only (a pickled `.bin` can run code when it is loaded), remote code only when the spec allows it.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ log = logging.getLogger(__name__)
 
 METADATA_FILE = "embedrl.json"
 ROPE_THETA = 5_000_000.0  # Qwen3-VL's
-_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # pickle-based weight formats
 
 
 class ModelNotAvailableError(OSError):
     """A hub model that is neither downloadable (offline) nor in the local Hugging Face cache."""
+
+
+class UnsafeWeightsError(ValueError):
+    """A model directory whose weights are not safetensors: loading a pickle can run arbitrary code."""
 
 
 def emb_token_id(tokenizer_or_processor: Any) -> int:
@@ -252,6 +257,8 @@ def load_model(
     from embedrl.models.processor import load_processor
 
     name = os.fspath(name_or_path)
+    if Path(name).is_dir():
+        _require_safetensors(Path(name))
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
@@ -259,6 +266,7 @@ def load_model(
             config=config,
             dtype=_torch_dtype(dtype) if dtype else "auto",
             trust_remote_code=trust_remote_code,
+            use_safetensors=True,  # never fall back to a pickled pytorch_model.bin
         )
         processor = load_processor(name, trust_remote_code=trust_remote_code)
     except OSError as err:  # a partial cache (config but no weights) fails here too
@@ -267,6 +275,19 @@ def load_model(
         raise _not_available(name) from err
     model.eval()
     return model, processor
+
+
+def _require_safetensors(directory: Path) -> None:
+    """Refuse a local model directory without safetensors weights, naming the pickles it holds instead."""
+    if any(directory.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    found = f"only pickle weights {pickles}" if pickles else "no weights"
+    raise UnsafeWeightsError(
+        f"model directory {directory} holds {found}; embedrl loads safetensors only, because unpickling a "
+        f"file can run arbitrary code. On a machine that trusts the file, convert it: load the model with "
+        f"transformers and `save_pretrained(DIR)` (safetensors by default), then point `source:` at DIR."
+    )
 
 
 def _not_available(name: str) -> ModelNotAvailableError:

@@ -27,10 +27,12 @@ from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.embedder import Embedder, EmbedderInputs
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
+from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import build_side, load_pairs
 from embedrl.train.rewards import completion_text, make_judge, outcome_details, process_rewards
 
 log = logging.getLogger(__name__)
+REWARD_STATE = "egrl_rewards.json"
 
 
 @dataclass
@@ -52,6 +54,7 @@ class EGRLStageConfig(trl.GRPOConfig):
         self.reward_weights = [self.format_weight, self.process_weight, self.outcome_weight]
         self.shuffle_dataset = False  # batches are whole groups, laid out in order by egrl_dataset
         self.remove_unused_columns = False
+        self.logging_nan_inf_filter = False  # a NaN loss must stop the stage, not be averaged away
         prompts = 2 * self.pairs_per_step
         self.per_device_train_batch_size = prompts * self.num_generations
         self.steps_per_generation = 1
@@ -158,6 +161,20 @@ class EGRLRewards:
             handle.write(json.dumps({"step": len(self.history), **stats}) + "\n")
         return {"format": fmt.tolist(), "process": process.tolist(), "outcome": outcome.tolist()}
 
+    def save_state(self, checkpoint: Path) -> None:
+        """Into a Trainer checkpoint: the reward history so far and the judge's sampling RNG."""
+        state = {"history": self.history, "rng": self.rng.bit_generator.state}
+        (checkpoint / REWARD_STATE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+
+    def restore(self, checkpoint: Path | None) -> None:
+        """Back to the state saved in `checkpoint` (None: a fresh start); rewrites the reward log to match."""
+        if checkpoint is not None:
+            state = json.loads((checkpoint / REWARD_STATE).read_text(encoding="utf-8"))
+            self.history = state["history"]
+            self.rng.bit_generator.state = state["rng"]
+        self.log_path.write_text("".join(json.dumps({"step": i + 1, **h}) + "\n" for i, h in enumerate(self.history)),
+                                 encoding="utf-8")
+
     def _publish(self, stats: dict[str, float]) -> None:
         """Hand the step's statistics to trl's metric buffer, so they reach its logs (and MLflow)."""
         metrics = getattr(self.trainer, "_metrics", None) if self.trainer is not None else None
@@ -209,17 +226,17 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     embedder = Embedder(emb_model, inputs.emb_id).eval()
     for p in embedder.parameters():
         p.requires_grad_(False)
-    log_path = out / "reward_log.jsonl"
-    log_path.write_text("")
-    rewards = EGRLRewards(sides, MediaStore(data_root), embedder, inputs, config, log_path, prompt)
+    rewards = EGRLRewards(sides, MediaStore(data_root), embedder, inputs, config, out / "reward_log.jsonl", prompt)
+    config.output_dir = str(out / "checkpoints")
+    resume = resume_point(config.output_dir)
+    rewards.restore(resume)
 
     model, processor = load_model(reasoner_dir)
     processor.tokenizer.padding_side = "left"
-    config.output_dir = str(out / "checkpoints")
     trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
-                              processing_class=processor)
+                              processing_class=processor, callbacks=[completion_marker("eg_rl", rewards.save_state, train_log=out / "train_log.jsonl")])
     rewards.trainer = trainer
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final = out / "model"
     trainer.save_model(str(final))
     processor.save_pretrained(str(final))

@@ -24,8 +24,16 @@ from embedrl.config import EmbedderTrainConfig, config_dict
 from embedrl.data.readers import iter_manifest_tasks, read_records
 from embedrl.data.sides import MediaStore, SideRef, train_sides
 from embedrl.models.embedder import Embedder, EmbedderInputs, Side
-from embedrl.tcot import TCoT, extract_evidence, parse
+from embedrl.tcot import TCoT, TCoTFormatError, extract_evidence, parse
 from embedrl.tcot.teachers import blind_tcot, gold_tcot
+from embedrl.train.checkpoint import (
+    check_finite_loss,
+    latest_checkpoint,
+    load_torch_state,
+    save_torch_state,
+    write_checkpoint,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 VARIANTS = ("raw", "teacher", "blind", "gold")
@@ -63,10 +71,12 @@ def load_pairs(data_root: str | Path, split: str = "train", quarantine: str | Pa
     """Prepared pairs of a split by subset, read through the validating reader (bad rows quarantined)."""
     root = Path(data_root)
     pairs: dict[str, list[Pair]] = {}
+    rejected = 0
     for task in iter_manifest_tasks(root):
         if task.split != split or task.kind != "mmeb_train":
             continue
         result = read_records(task.location(root), "mmeb_train", data_root=root, quarantine=quarantine)
+        rejected += result.n_rejected
         for record in result.records:
             row = record.to_dict()
             query, positive = train_sides(row)
@@ -74,21 +84,28 @@ def load_pairs(data_root: str | Path, split: str = "train", quarantine: str | Pa
                 Pair(task.name, query, positive, row.get("qry_tcot") or "", row.get("pos_tcot") or "",
                      row.get("group") or ""))
     if not pairs:
-        raise ValueError(f"{root}: no {split} pairs found (manifest tasks with split={split!r}, kind mmeb_train)")
+        where = f"; {rejected} rows were rejected" + (f" (see {quarantine})" if quarantine else " (logged above)") \
+            if rejected else ""
+        raise ValueError(f"{root}: no {split} pairs found (manifest tasks with split={split!r}, kind mmeb_train)"
+                         f"{where}")
     return pairs
 
 
-def trace_for(ref: SideRef, variant: str, teacher_text: str, num_frames: int | None) -> TCoT | None:
-    """The T-CoT a side is shown with under a variant (None = raw input)."""
+def trace_for(ref: SideRef, variant: str, teacher_text: str, num_frames: int | None, *, where: str = "") -> TCoT | None:
+    """The T-CoT a side is shown with under a variant (None = raw input); `where` names the record in errors."""
     if variant == "raw":
         return None
     if variant == "teacher":
         if not teacher_text:
             return None
-        return parse(teacher_text, modality=ref.modality, num_frames=num_frames)
+        try:
+            return parse(teacher_text, modality=ref.modality, num_frames=num_frames)
+        except TCoTFormatError as exc:
+            raise TCoTFormatError(f"{where or ref.media_path or 'a text side'}: the stored teacher T-CoT does not "
+                                  f"fit a {ref.modality} side ({exc}); fix or re-run data prep") from exc
     writer = gold_tcot if variant == "gold" else blind_tcot
     if not ref.scene:  # data without scene graphs (real data): fall back to the teacher's trace
-        return trace_for(ref, "teacher", teacher_text, num_frames)
+        return trace_for(ref, "teacher", teacher_text, num_frames, where=where)
     return writer(ref.scene, text=ref.clean_text)
 
 
@@ -136,8 +153,15 @@ def train_embedder(
     *,
     lora: dict | None = None,
     progress: bool = True,
+    resume: bool = True,
 ) -> EmbedderTrainResult:
-    """Train the Embedder of `model_dir` on the prepared pairs under `data_root`; save to `out_dir`."""
+    """Train the Embedder of `model_dir` on the prepared pairs under `data_root`; save to `out_dir`.
+
+    Every `config.save_every` steps the model, optimizer, scheduler, RNG and step are checkpointed
+    atomically under `out_dir/checkpoints`; with `resume`, a rerun continues from the newest one and
+    ends where an uninterrupted run would. A NaN or inf loss stops the stage before it touches the
+    weights (`NonFiniteLossError`); the last good checkpoint stays.
+    """
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
@@ -167,21 +191,31 @@ def train_embedder(
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = _total_steps(config, n_pairs)
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, steps)
+    if config.deepspeed and 0 < config.save_every < steps:
+        raise ValueError(f"train_embedder: checkpoints are not written under DeepSpeed yet (save_every="
+                         f"{config.save_every} < {steps} steps); set save_every: 0 with a DeepSpeed config")
     stepper = _Stepper(embedder, params, optimizer, scheduler, config, dist)
     sampler = DatasetBatchSampler({k: len(v) for k, v in pairs.items()}, config.global_batch_size,
                                   weights=config.dataset_weights or None, seed=config.seed,
                                   rank=dist.rank, world_size=dist.world_size)
     batches = _endless(sampler)
-    losses, accuracies = [], []
+    checkpoints = out / "checkpoints"
+    start = _resume(checkpoints, embedder, stepper) if resume else 0
+    for _ in range(start):  # batches and variants are fixed by the seeds: replay them up to the checkpoint
+        _, indices = next(batches)
+        _pick_variants(rng, config.evidence_mix, len(indices), per_batch=per_batch)
     log_path = out / "train_log.jsonl"
     out.mkdir(parents=True, exist_ok=True)
-    with (log_path.open("w", encoding="utf-8") if dist.is_main else open(os.devnull, "w")) as log_file:
-        for step in tqdm(range(1, steps + 1), desc="embedder", disable=not (progress and dist.is_main)):
+    history = _log_until(log_path, start)
+    losses, accuracies = [r["loss"] for r in history], [r["accuracy"] for r in history]
+    with (log_path.open("a", encoding="utf-8") if dist.is_main else open(os.devnull, "w")) as log_file:
+        for step in tqdm(range(start + 1, steps + 1), desc="embedder", disable=not (progress and dist.is_main)):
             subset, indices = next(batches)
             batch = [pairs[subset][i] for i in indices]
             variants = _pick_variants(rng, config.evidence_mix, len(batch), per_batch=per_batch)
             q_batch, t_batch = _encode_pairs(batch, variants, store, inputs)
             details = info_nce_details(stepper.model(q_batch), stepper.model(t_batch), temperature=config.temperature)
+            check_finite_loss("train_embedder", step, float(details.loss.detach()), latest_checkpoint(checkpoints))
             grad_norm = stepper.step(details.loss)
             losses.append(float(details.loss.detach()))
             accuracies.append(float(details.accuracy))
@@ -189,8 +223,11 @@ def train_embedder(
                       "loss": losses[-1], "accuracy": accuracies[-1], "grad_norm": grad_norm,
                       "lr": stepper.scheduler.get_last_lr()[0]}
             log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
             if step % config.log_every == 0 or step == steps:
                 log.info("embedder step %d/%d loss %.4f acc %.3f (%s)", step, steps, losses[-1], accuracies[-1], subset)
+            if config.save_every > 0 and step % config.save_every == 0 and step < steps:
+                _checkpoint(checkpoints, step, embedder, stepper, dist, keep=config.keep_checkpoints)
     if dist.is_main:
         _save(embedder.vlm, processor, out, config, model_dir)
     if dist.world_size > 1:
@@ -198,6 +235,51 @@ def train_embedder(
 
         barrier()
     return EmbedderTrainResult(out, steps, losses, accuracies, time.perf_counter() - started)
+
+
+def _checkpoint(root: Path, step: int, embedder, stepper: _Stepper, dist, *, keep: int) -> None:
+    if dist.is_main:
+        def write(directory: Path) -> None:
+            from safetensors.torch import save_model
+
+            save_model(embedder, str(directory / "model.safetensors"))
+            save_torch_state(directory / "optimizer.pt", stepper.optimizer.state_dict())
+            save_torch_state(directory / "scheduler.pt", stepper.scheduler.state_dict())
+            save_torch_state(directory / "rng.pt", {"torch": torch.get_rng_state()})
+            write_json(directory / "state.json", {"step": step})
+
+        write_checkpoint(root, step, write, keep=keep)
+        log.info("embedder: checkpoint at step %d in %s", step, root)
+    if dist.world_size > 1:
+        from embedrl.train.distributed import barrier
+
+        barrier()
+
+
+def _resume(root: Path, embedder, stepper: _Stepper) -> int:
+    """Load the newest checkpoint under `root` into the training state; returns its step (0: none)."""
+    directory = latest_checkpoint(root)
+    if directory is None:
+        return 0
+    from safetensors.torch import load_model
+
+    load_model(embedder, str(directory / "model.safetensors"))
+    stepper.optimizer.load_state_dict(load_torch_state(directory / "optimizer.pt"))
+    stepper.scheduler.load_state_dict(load_torch_state(directory / "scheduler.pt"))
+    torch.set_rng_state(load_torch_state(directory / "rng.pt")["torch"])
+    state = json.loads((directory / "state.json").read_text())
+    log.info("embedder: resuming from %s (step %d)", directory, state["step"])
+    return int(state["step"])
+
+
+def _log_until(log_path: Path, step: int) -> list[dict]:
+    """The training log's records up to `step` (a resumed run rewrites the rest); empty log when step is 0."""
+    kept = []
+    if step > 0 and log_path.exists():
+        kept = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        kept = [r for r in kept if r["step"] <= step]
+    log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
 
 
 def _endless(sampler):
@@ -211,8 +293,10 @@ def _endless(sampler):
 def _encode_pairs(batch: list[Pair], variants: list[str], store: MediaStore, inputs: EmbedderInputs):
     queries, targets = [], []
     for pair, variant in zip(batch, variants, strict=True):
-        for ref, text, bucket in ((pair.query, pair.query_tcot, queries), (pair.positive, pair.positive_tcot, targets)):
-            tcot = trace_for(ref, variant, text, store.num_frames(ref))
+        for ref, text, bucket, field_name in ((pair.query, pair.query_tcot, queries, "qry_tcot"),
+                                              (pair.positive, pair.positive_tcot, targets, "pos_tcot")):
+            where = f"{pair.subset}: {ref.media_path or ref.clean_text[:40]!r} field={field_name}"
+            tcot = trace_for(ref, variant, text, store.num_frames(ref), where=where)
             bucket.append(inputs.encode(build_side(ref, store, tcot)))
     return inputs.collate(queries), inputs.collate(targets)
 

@@ -16,6 +16,7 @@ import trl
 
 from embedrl.data.sides import MediaStore
 from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_images, reasoner_messages
+from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import load_pairs
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class SFTStageConfig(trl.SFTConfig):
     def __post_init__(self) -> None:
         self.completion_only_loss = True
         self.remove_unused_columns = False  # the images column feeds the collator
+        self.logging_nan_inf_filter = False  # a NaN loss must stop the stage, not be averaged away
         self.reasoner_prompt()  # validates the prompt settings
         self.dataset_kwargs = {"skip_prepare_dataset": True}
         super().__post_init__()
@@ -86,8 +88,10 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
     dataset = datasets.Dataset.from_list(examples)
     model, processor = load_model(model_dir)
     config.output_dir = str(Path(out_dir) / "checkpoints")
-    trainer = trl.SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
-    trainer.train()
+    trainer = trl.SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
+                             callbacks=[completion_marker("sft_cold_start", train_log=Path(out_dir) / "train_log.jsonl")])
+    resume = resume_point(config.output_dir)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     final = Path(out_dir) / "model"
     trainer.save_model(str(final))
