@@ -4,13 +4,19 @@ A pipeline run names its data by (repo, rev, path). `fetch_pinned` reads the `.d
 that revision from git, materialises the directory from the repo's DVC cache or, failing that, its
 remote (S3 in this project), and checks that the copy hashes to what the `.dvc` file pins. The result is
 a `DataLineage` whose `rev` is a commit sha, so that it can key a cache and be logged with a run.
+
+An unreachable remote (the S3 endpoint down for a while) is retried with exponential backoff for up to
+$EMBEDRL_DATA_RETRY_SECONDS (default 60) before `DataFetchError` names the remote, the revision and what
+to check. Each attempt is one DVC download with botocore's own retries inside it (AWS_MAX_ATTEMPTS).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +29,11 @@ if TYPE_CHECKING:
     from dvc.api import DVCFileSystem
 
 logger = logging.getLogger(__name__)
+
+RETRY_SECONDS_ENV = "EMBEDRL_DATA_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 60.0
+FIRST_RETRY_DELAY = 1.0  # seconds; doubles after each failed attempt
+MAX_RETRY_DELAY = 15.0
 
 
 class DataFetchError(RuntimeError):
@@ -50,6 +61,7 @@ def fetch_pinned(
     rev: str | None = None,
     remote: str | None = None,
     remote_config: dict | None = None,
+    retry_seconds: float | None = None,
 ) -> DataLineage:
     """Materialise the DVC-tracked directory `path` of `repo` at `rev` into `out` and verify it.
 
@@ -57,10 +69,12 @@ def fetch_pinned(
     default branch of a URL). `remote` picks a DVC remote by name (default: the repo's default remote);
     `remote_config` overrides its settings, e.g. `{"endpointurl": ..., "access_key_id": ...}`. Without
     keys there, the standard `AWS_*` variables apply. If `out` already holds the pinned version it is
-    kept; any other existing `out` is an error.
+    kept; any other existing `out` is an error. An unreachable remote is retried for `retry_seconds`
+    (default: $EMBEDRL_DATA_RETRY_SECONDS, else 60), then `DataFetchError`.
     """
     path = path.strip("/")
     out = Path(out)
+    retry_seconds = data_retry_seconds() if retry_seconds is None else retry_seconds
     fs = _open_pinned(repo, rev, remote, remote_config)
     try:
         commit = _commit_of(fs)
@@ -68,7 +82,7 @@ def fetch_pinned(
         pinned_md5 = _pinned_out(fs, path, where)["md5"]
         if existing := _existing_copy(out, pinned_md5, where):
             return _lineage(repo, commit, path, existing)
-        partial = _download(fs, path, out.with_name(out.name + ".partial"), where, remote)
+        partial = _download(fs, path, out.with_name(out.name + ".partial"), where, remote, retry_seconds)
     finally:
         fs.close()
     hashed = _verified(partial, pinned_md5, where)
@@ -158,17 +172,50 @@ def _existing_copy(out: Path, md5: str, where: str) -> DirectoryHash | None:
     )
 
 
-def _download(fs: DVCFileSystem, path: str, partial: Path, where: str, remote: str | None) -> Path:
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
+def data_retry_seconds() -> float:
+    """How long an unreachable DVC remote is retried: $EMBEDRL_DATA_RETRY_SECONDS, default 60."""
+    text = os.environ.get(RETRY_SECONDS_ENV, "")
     try:
-        fs.get(path, str(partial), recursive=True)
-    except Exception as exc:
+        value = float(text) if text else DEFAULT_RETRY_SECONDS
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"${RETRY_SECONDS_ENV} must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _download(
+    fs: DVCFileSystem, path: str, partial: Path, where: str, remote: str | None, retry_seconds: float
+) -> Path:
+    """`path` into `partial`, retrying while the remote is unreachable (objects already fetched into
+    the DVC cache are not fetched again)."""
+    started = time.monotonic()
+    delay = FIRST_RETRY_DELAY
+    attempt = 0
+    while True:
+        attempt += 1
         shutil.rmtree(partial, ignore_errors=True)
-        if not _is_storage_error(exc):
-            raise
-        raise DataFetchError(_storage_message(exc, where, _describe_remote(fs, remote))) from exc
-    return partial
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fs.get(path, str(partial), recursive=True)
+            return partial
+        except Exception as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not _is_storage_error(exc):
+                raise
+            elapsed = time.monotonic() - started
+            if not _is_unreachable(exc) or elapsed >= retry_seconds:
+                message = _storage_message(exc, where, _describe_remote(fs, remote))
+                if attempt > 1:
+                    message += f" Tried {attempt} times over {elapsed:.0f} s (${RETRY_SECONDS_ENV})."
+                raise DataFetchError(message) from exc
+            pause = min(delay, retry_seconds - elapsed)
+            logger.warning(
+                "%s: the DVC remote is unreachable (%s); retrying in %.1f s (attempt %d, up to %.0f s in all)",
+                where, _root(exc), pause, attempt + 1, retry_seconds,
+            )  # fmt: skip
+            time.sleep(pause)
+            delay = min(delay * 2, MAX_RETRY_DELAY)
 
 
 def _verified(partial: Path, md5: str, where: str) -> DirectoryHash:
@@ -199,21 +246,36 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+def _is_unreachable(exc: BaseException) -> bool:
+    """Whether the remote could not be reached at all (refused, reset, timed out), as in an outage."""
+    import botocore.exceptions
+
+    unreachable = (botocore.exceptions.ConnectionError, ConnectionError, TimeoutError)
+    return any(isinstance(e, unreachable) for e in _causes(exc))
+
+
+def _root(exc: BaseException) -> str:
+    root = _causes(exc)[-1]
+    return f"{type(root).__name__}: {root}"
+
+
 def _storage_message(exc: BaseException, where: str, remote: str) -> str:
-    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import NoCredentialsError
 
     chain = _causes(exc)
-    root = chain[-1]
-    if any(isinstance(e, (EndpointConnectionError, ConnectionError)) for e in chain):
+    if _is_unreachable(exc):
         problem = "the remote is unreachable"
-        fix = "check the endpoint (`dvc remote modify --local store endpointurl URL` or AWS_ENDPOINT_URL)"
+        fix = (
+            "check that the S3 endpoint is up and reachable from here, and that it is the right one "
+            "(`dvc remote modify --local store endpointurl URL` or AWS_ENDPOINT_URL)"
+        )
     elif any(isinstance(e, (NoCredentialsError, PermissionError)) for e in chain):
         problem = "the remote refused the credentials"
         fix = "set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or `dvc remote modify --local store access_key_id ...`"
     else:
         problem = "the objects are neither in the DVC cache nor on the remote"
         fix = "run `dvc push` from a clone that has them, or point to the right remote (`dvc remote modify store url`)"
-    return f"cannot fetch {where}: {problem} ({remote}); {fix}. Cause: {type(root).__name__}: {root}"
+    return f"cannot fetch {where}: {problem} ({remote}); {fix}. Cause: {_root(exc)}."
 
 
 def _describe_remote(fs: DVCFileSystem, remote: str | None) -> str:

@@ -81,14 +81,30 @@ def _png_is_cut(path: str | os.PathLike[str]) -> bool:
 def verify_image(path: str | os.PathLike[str]) -> None:
     """Raise MediaPathError unless the file is an image that decodes completely (and a PNG ends with IEND)."""
     try:
-        if _png_is_cut(path):
-            raise OSError("truncated PNG file: it does not end with the IEND chunk")
         with Image.open(path) as image:
             image.verify()  # checks structure and checksums; the image can't be used after this
         with Image.open(path) as image:
             image.load()  # decodes every pixel: catches truncated data that verify() lets through
+        # Checked last, so that bytes that are not an image at all are reported as such, not as a cut PNG.
+        if _png_is_cut(path):
+            raise OSError("truncated PNG file: it does not end with the IEND chunk")
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, struct.error, ...) on bad input
         raise MediaPathError(path, f"image does not decode ({type(exc).__name__}: {exc})") from exc
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """The image at `path` decoded to RGB; MediaPathError, naming the path, when it is missing or does not
+    decode (a PNG cut before its IEND chunk included, as in `verify_image`)."""
+    if not os.path.isfile(path):
+        raise MediaPathError(path, "missing: not a file")
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+        if _png_is_cut(path):
+            raise OSError("truncated PNG file: it does not end with the IEND chunk")
+    except Exception as exc:  # PIL raises many types on bad input, see verify_image
+        raise MediaPathError(path, f"image does not decode ({type(exc).__name__}: {exc})") from exc
+    return rgb
 
 
 def verify_frames(video_dir: str | os.PathLike[str]) -> None:

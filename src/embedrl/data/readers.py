@@ -229,13 +229,12 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 continue
             if line_number == 1:
                 text = text.removeprefix("\ufeff")
+            # Without its line break, a line cut short fails at its own end, not at "column 1" of the next line.
+            text = text.rstrip("\r\n")
             try:
                 yield line_number, json.loads(text)
             except json.JSONDecodeError as exc:
-                yield (
-                    line_number,
-                    BadLine(text.rstrip("\r\n"), f"invalid JSON ({exc.msg} at column {exc.colno})"),
-                )
+                yield line_number, BadLine(text, f"invalid JSON ({exc.msg} at column {exc.colno})")
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, Any]]:

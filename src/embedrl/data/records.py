@@ -2,8 +2,9 @@
 
 Each record kind is a pydantic model in strict mode (a str field takes no int, an int field takes no
 bool) that keeps unknown fields as extras. `Record.problems()` adds the checks across fields (list
-lengths, a positive candidate, text or media, `<|image_1|>` without media, text size); media paths
-are checked by the reader, which knows the data root.
+lengths, a positive candidate, text or media, `<|image_1|>` without media, text size) and of the extras
+that later stages parse (the `scene` JSON, the T-CoT columns of prepared data); media paths are
+checked by the reader, which knows the data root.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Any, ClassVar, NamedTuple
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from embedrl.data.paths import MediaKind
+from embedrl.tcot.format import parse as parse_tcot
 
 IMAGE_TOKEN = "<|image_1|>"
 DEFAULT_MAX_TEXT_CHARS = 20_000
@@ -111,6 +113,7 @@ class Record(BaseModel):
     ID_FIELD: ClassVar[str | None] = None  # attribute name of the record id
     KEY_FIELDS: ClassVar[tuple[str, ...]] = ()  # attribute names that must be unique within a file
     TEXT_FIELDS: ClassVar[tuple[str, ...]] = ()  # attribute names under the text size limit
+    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ()  # prepared-data T-CoT extras: a T-CoT text or "" (none)
 
     @classmethod
     def field_name(cls, attr: str) -> str:
@@ -162,7 +165,7 @@ class Record(BaseModel):
 
     def problems(self, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> list[FieldError]:
         """Checks across fields, on a record whose types are right."""
-        errors = self._empty_key_errors() + self._text_size_errors(max_text_chars)
+        errors = self._empty_key_errors() + self._text_size_errors(max_text_chars) + self._extra_errors()
         return errors + self._field_checks()
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +174,15 @@ class Record(BaseModel):
 
     def _field_checks(self) -> list[FieldError]:
         return []
+
+    def _extra_errors(self) -> list[FieldError]:
+        # Later stages parse these extras; a bad one must stop here, named, not crash a training step.
+        extras = self.model_extra or {}
+        errors = scene_errors(extras["scene"]) if "scene" in extras else []
+        for name in self.TCOT_FIELDS:
+            if name in extras:
+                errors += tcot_errors(name, extras[name])
+        return errors
 
     def _empty_key_errors(self) -> list[FieldError]:
         attrs = dict.fromkeys([*((self.ID_FIELD,) if self.ID_FIELD else ()), *self.KEY_FIELDS])
@@ -222,6 +234,52 @@ def pydantic_field_error(err: Any) -> FieldError:
     return FieldError(field, f"{err['msg']}: {shorten(value)}")
 
 
+def scene_errors(scene: Any) -> list[FieldError]:
+    """Problems of a `scene` extra: a JSON text holding an object, or empty (docs/data-formats.md)."""
+    if scene is None or scene == "":
+        return []
+    if not isinstance(scene, str):
+        return [
+            FieldError("scene", f"expected a JSON text (str), got {json_type_name(scene)} {shorten(scene)}")
+        ]
+    try:
+        value = json.loads(scene)
+    except json.JSONDecodeError as exc:
+        return [FieldError("scene", f"not valid JSON ({exc.msg} at column {exc.colno}): {shorten(scene)}")]
+    if not isinstance(value, dict):
+        return [FieldError("scene", f"expected a JSON object, got {json_type_name(value)} {shorten(value)}")]
+    return []
+
+
+def tcot_errors(field: str, value: Any) -> list[FieldError]:
+    """Problems of a T-CoT extra: a T-CoT text that parses (structure and types), or empty for none."""
+    if value is None or value == "":
+        return []
+    if not isinstance(value, str):
+        return [
+            FieldError(field, f"expected a T-CoT text (str), got {json_type_name(value)} {shorten(value)}")
+        ]
+    try:
+        parse_tcot(value)
+    except ValueError as exc:  # TCoTFormatError is a ValueError
+        return [FieldError(field, f"not a T-CoT: {exc}")]
+    return []
+
+
+def _tcot_list_errors(field: str, value: Any, n: int) -> list[FieldError]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        return [
+            FieldError(
+                field, f"expected a list of {n} T-CoT texts, got {json_type_name(value)} {shorten(value)}"
+            )
+        ]
+    if len(value) != n:
+        return [FieldError(field, f"{len(value)} T-CoTs for {n} candidates in tgt_text")]
+    return [error for i, text in enumerate(value) for error in tcot_errors(f"{field}[{i}]", text)]
+
+
 def _token_without_media(field: str, text: str, media: str, media_field: str) -> list[FieldError]:
     if IMAGE_TOKEN in text and not media:
         return [FieldError(field, f"contains {IMAGE_TOKEN} but {media_field} is empty")]
@@ -236,6 +294,7 @@ class MMEBTrainRow(Record):
     ID_FIELD: ClassVar[str | None] = "id"
     KEY_FIELDS: ClassVar[tuple[str, ...]] = ("id",)
     TEXT_FIELDS: ClassVar[tuple[str, ...]] = ("qry", "pos_text", "neg_text")
+    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ("qry_tcot", "pos_tcot")
 
     qry: StrictStr
     qry_image_path: StrictStr
@@ -279,6 +338,8 @@ class MMEBEvalRow(Record):
     ID_FIELD: ClassVar[str | None] = "id"
     KEY_FIELDS: ClassVar[tuple[str, ...]] = ("id",)
     TEXT_FIELDS: ClassVar[tuple[str, ...]] = ("qry_inst", "qry_text", "tgt_text")
+    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ("qry_tcot", "qry_tcot_gold")
+    TCOT_LIST_FIELDS: ClassVar[tuple[str, ...]] = ("tgt_tcot", "tgt_tcot_gold")  # one per candidate
 
     id: StrictStr
     qry_inst: StrictStr
@@ -302,6 +363,10 @@ class MMEBEvalRow(Record):
                 FieldError("tgt_img_path", f"{len(self.tgt_img_path)} paths for {n} candidates in tgt_text")
             )
         errors += self._relevance_errors(n)
+        extras = self.model_extra or {}
+        for name in self.TCOT_LIST_FIELDS:
+            if name in extras:
+                errors += _tcot_list_errors(name, extras[name], n)
         if not self.qry_text and not self.qry_img_path:
             errors.append(
                 FieldError(
@@ -340,6 +405,7 @@ class VisDocQuery(Record):
     ID_FIELD: ClassVar[str | None] = "query_id"
     KEY_FIELDS: ClassVar[tuple[str, ...]] = ("query_id",)
     TEXT_FIELDS: ClassVar[tuple[str, ...]] = ("query", "qry_inst")
+    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ("tcot", "tcot_gold")
 
     query_id: StrictStr = Field(alias="query-id")
     query: StrictStr
@@ -356,6 +422,7 @@ class VisDocPage(Record):
     ID_FIELD: ClassVar[str | None] = "corpus_id"
     KEY_FIELDS: ClassVar[tuple[str, ...]] = ("corpus_id",)
     TEXT_FIELDS: ClassVar[tuple[str, ...]] = ("text",)
+    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ("tcot", "tcot_gold")
 
     corpus_id: StrictStr = Field(alias="corpus-id")
     image_path: StrictStr
@@ -390,6 +457,7 @@ class UVRBQuery(Record):
     ID_FIELD: ClassVar[str | None] = "qid"
     KEY_FIELDS: ClassVar[tuple[str, ...]] = ("qid",)
     TEXT_FIELDS: ClassVar[tuple[str, ...]] = ("text",)
+    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ("tcot", "tcot_gold")
 
     qid: StrictStr
     text: StrictStr
@@ -411,6 +479,7 @@ class UVRBCorpusItem(Record):
     ID_FIELD: ClassVar[str | None] = "cid"
     KEY_FIELDS: ClassVar[tuple[str, ...]] = ("cid",)
     TEXT_FIELDS: ClassVar[tuple[str, ...]] = ("caption",)
+    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ("tcot", "tcot_gold")
 
     cid: StrictStr
     video_path: StrictStr

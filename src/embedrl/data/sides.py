@@ -1,7 +1,8 @@
 """From records to the things models read: a query, a positive, a candidate ("sides").
 
 A side is text plus its media (one image, the frames of a clip, or nothing), the modality its T-CoT
-cue must fit, and the scene graph when the data set keeps one. Media are loaded lazily and cached.
+cue must fit, and the scene graph when the data set keeps one. Media are loaded lazily and cached; media
+that fail to load raise MediaPathError naming the record and field the side comes from.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from embedrl.data.paths import frame_paths, resolve_media
+from embedrl.data.paths import MediaPathError, frame_paths, load_image, resolve_media
 
 MEDIA_TOKENS = ("<|image_1|>", "<|video_1|>")
 
@@ -25,6 +26,7 @@ class SideRef:
     text: str
     media_path: str = ""  # relative to the data root; an image file or a frames directory; "" = none
     scene: dict = field(default_factory=dict)
+    origin: str = field(default="", compare=False)  # the record and field, for messages: "id=t2 field=qry"
 
     @property
     def media_kind(self) -> str:
@@ -54,44 +56,64 @@ class MediaStore:
 
     def _load_uncached(self, rel_path: str) -> tuple[Image.Image, ...]:
         path = resolve_media(self.root, rel_path)
-        if path.is_dir():
-            return tuple(_read(p) for p in frame_paths(path))
-        return (_read(path),)
+        if not path.is_dir():
+            return (load_image(path),)
+        frames = frame_paths(path)
+        if not frames:  # a clip of no frames would reach the models as a text side
+            raise MediaPathError(rel_path, "frames directory has no image frames")
+        return tuple(_load_frame(rel_path, frame) for frame in frames)
 
     def load(self, ref: SideRef) -> list[Image.Image]:
-        return list(self._load(ref.media_path)) if ref.media_path else []
+        if not ref.media_path:
+            return []
+        try:
+            return list(self._load(ref.media_path))
+        except MediaPathError as exc:
+            where = f"{ref.origin}: " if ref.origin else ""
+            raise MediaPathError(ref.media_path, f"{where}{exc.reason}") from exc
 
     def num_frames(self, ref: SideRef) -> int | None:
         return len(self.load(ref)) if ref.media_kind == "video" else None
 
 
-def _read(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
+def _load_frame(clip: str, frame: Path) -> Image.Image:
+    try:
+        return load_image(frame)
+    except MediaPathError as exc:
+        raise MediaPathError(clip, f"frame {frame.name}: {exc.reason}") from exc
 
 
-def _scene(row: dict, key: str) -> dict:
+def _scenes(row: dict) -> dict:
     raw = row.get("scene")
     if not raw:
         return {}
     data = json.loads(raw) if isinstance(raw, str) else raw
-    return data.get(key) or {}
+    if not isinstance(data, dict):  # the validating readers reject such rows; this guards other callers
+        raise ValueError(f"id={row.get('id')} field=scene: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def train_sides(row: dict) -> tuple[SideRef, SideRef]:
     """(query, positive) of an MMEB-train row."""
-    query = SideRef(row["qry"], row.get("qry_image_path") or "", _scene(row, "query"))
-    positive = SideRef(row["pos_text"], row.get("pos_image_path") or "", _scene(row, "positive"))
+    scenes, rid = _scenes(row), row.get("id")
+    query = SideRef(row["qry"], row.get("qry_image_path") or "", scenes.get("query") or {},
+                    origin=f"id={rid} field=qry_image_path")
+    positive = SideRef(row["pos_text"], row.get("pos_image_path") or "", scenes.get("positive") or {},
+                       origin=f"id={rid} field=pos_image_path")
     return query, positive
 
 
 def eval_sides(row: dict) -> tuple[SideRef, list[SideRef]]:
     """(query, candidates) of an MMEB eval row; the first candidate is the positive."""
-    scenes = json.loads(row["scene"]) if row.get("scene") else {}
-    candidate_scenes = scenes.get("candidates") or [{}] * len(row["tgt_text"])
-    query = SideRef(row["qry_text"] or row.get("qry_inst", ""), row.get("qry_img_path") or "", scenes.get("query") or {})
+    scenes, rid, n = _scenes(row), row.get("id"), len(row["tgt_text"])
+    candidate_scenes = scenes.get("candidates") or [{}] * n
+    if len(candidate_scenes) != n:
+        raise ValueError(f"id={rid} field=scene: {len(candidate_scenes)} candidate scenes for {n} candidates")
+    query = SideRef(row["qry_text"] or row.get("qry_inst", ""), row.get("qry_img_path") or "",
+                    scenes.get("query") or {}, origin=f"id={rid} field=qry_img_path")
+    sides = zip(row["tgt_text"], row["tgt_img_path"], candidate_scenes, strict=True)
     candidates = [
-        SideRef(text, path or "", scene)
-        for text, path, scene in zip(row["tgt_text"], row["tgt_img_path"], candidate_scenes, strict=True)
+        SideRef(text, path or "", scene, origin=f"id={rid} field=tgt_img_path[{i}]")
+        for i, (text, path, scene) in enumerate(sides)
     ]
     return query, candidates

@@ -52,6 +52,7 @@ class TaskData:
     relevance: np.ndarray  # [Q, C]
     mask: np.ndarray | None  # [Q, C] for local pools laid over a shared candidate list
     query_ids: list[str]
+    n_rejected: int = 0  # records the validating reader quarantined (`<task>.eval_quarantine.jsonl`)
 
 
 # ----------------------------------------------------------------------------------- trace sources
@@ -107,16 +108,32 @@ def _item(cache: dict, ref: SideRef, role: str, stored: dict[str, str]) -> Item:
 
 
 def load_task(root: Path, task) -> TaskData:
-    """Rows of one eval task as queries x (shared) candidates with relevance."""
+    """Rows of one eval task as queries x (shared) candidates with relevance.
+
+    Bad records are quarantined in `<root>/<task>.eval_quarantine.jsonl` and counted (`n_rejected`); a
+    task left without a valid query or candidate raises DataFormatError: it cannot be scored.
+    """
     if task.kind == "mmeb_eval":
         return _local_task(root, task)
     return _global_task(root, task)
 
 
+def _require_records(task, quarantine: Path, *results) -> None:
+    from embedrl.data.readers import DataFormatError
+
+    empty = [r for r in results if r.n_valid == 0]
+    if empty:
+        where = "; ".join(f"{r.source}: {r.total} records, {r.n_rejected} rejected" for r in empty)
+        kept = f" (rejected records are in {quarantine})" if any(r.n_rejected for r in empty) else ""
+        raise DataFormatError(f"eval task {task.name!r} cannot be scored: no valid records in {where}{kept}")
+
+
 def _local_task(root: Path, task) -> TaskData:
     from embedrl.data.readers import read_records
 
-    result = read_records(root / task.path, "mmeb_eval", data_root=root, quarantine=root / f"{task.name}.eval_quarantine.jsonl")
+    quarantine = root / f"{task.name}.eval_quarantine.jsonl"
+    result = read_records(root / task.path, "mmeb_eval", data_root=root, quarantine=quarantine)
+    _require_records(task, quarantine, result)
     cache: dict = {}
     queries, pools = [], []
     for record in result.records:
@@ -139,7 +156,8 @@ def _local_task(root: Path, task) -> TaskData:
         for item, r in zip(pool, relevance, strict=True):
             mask[q, index[id(item)]] = True
             rel[q, index[id(item)]] = max(rel[q, index[id(item)]], r)
-    return TaskData(task.name, queries, candidates, rel, mask, [r.record_id() for r in result.records])
+    return TaskData(task.name, queries, candidates, rel, mask, [r.record_id() for r in result.records],
+                    result.n_rejected)
 
 
 def _global_task(root: Path, task) -> TaskData:
@@ -155,22 +173,25 @@ def _global_task(root: Path, task) -> TaskData:
         data = read_uvrb(root / task.path, data_root=root, quarantine=quarantine)
         queries_raw, corpus_raw, links = data.queries.records, data.corpus.records, data.instances.records
         qid, cid, text_key, media_key, score_key = "qid", "cid", "text", "video_path", "relevance"
+    _require_records(task, quarantine, data.results[0], data.results[1])
     queries_raw = [r.to_dict() for r in queries_raw]
     corpus_raw = [r.to_dict() for r in corpus_raw]
     cache: dict = {}
-    queries = [_item(cache, SideRef(q[text_key], q.get("video_path") or "", {"type": "text"}), "query",
+    queries = [_item(cache, SideRef(q[text_key], q.get("video_path") or "", {"type": "text"},
+                                    origin=f"{qid}={q[qid]} field=video_path"), "query",
                      {"teacher": q.get("tcot", ""), "gold": q.get("tcot_gold", "")}) for q in queries_raw]
     candidates = []
     for c in corpus_raw:
         scene = json.loads(c["scene"]) if c.get("scene") else {}
-        ref = SideRef(c.get("caption", "") if task.kind == "uvrb" else "", c[media_key], scene)
+        ref = SideRef(c.get("caption", "") if task.kind == "uvrb" else "", c[media_key], scene,
+                      origin=f"{cid}={c[cid]} field={media_key}")
         candidates.append(_item(cache, ref, "target", {"teacher": c.get("tcot", ""), "gold": c.get("tcot_gold", "")}))
     q_index = {q[qid]: n for n, q in enumerate(queries_raw)}
     c_index = {c[cid]: n for n, c in enumerate(corpus_raw)}
     rel = np.zeros((len(queries), len(candidates)))
     for link in (r.to_dict() for r in links):
         rel[q_index[link[qid]], c_index[link[cid]]] = link[score_key]
-    return TaskData(task.name, queries, candidates, rel, None, [q[qid] for q in queries_raw])
+    return TaskData(task.name, queries, candidates, rel, None, [q[qid] for q in queries_raw], data.n_rejected)
 
 
 # --------------------------------------------------------------------------------------- embedding
@@ -266,9 +287,10 @@ def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=N
     inputs = EmbedderInputs(processor)
     embedder = Embedder(vlm, inputs.emb_id).eval()
     store = MediaStore(root)
-    results = []
+    results, rejected = [], {}
     for task in tasks:
         data = load_task(root, task)
+        rejected[task.name] = data.n_rejected
         if max_queries:
             data = _truncate(data, max_queries)
         results.append(evaluate_task(task, data, source, embedder, inputs, store, batch_size))
@@ -276,6 +298,7 @@ def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=N
     summary = aggregate({r.name: r.score for r in results}, tasks)
     summary["variant"] = source.name
     summary["trace_stats"] = _merge_stats(results)
+    summary["rejected_records"] = rejected  # per task, quarantined beside the data (see load_task)
     summary["seconds"] = time.perf_counter() - started
     summary["predictions"] = [p for r in results for p in r.predictions]
     return summary
@@ -283,10 +306,11 @@ def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=N
 
 def _truncate(data: TaskData, n: int) -> TaskData:
     if data.mask is None:
-        return TaskData(data.name, data.queries[:n], data.candidates, data.relevance[:n], None, data.query_ids[:n])
+        return TaskData(data.name, data.queries[:n], data.candidates, data.relevance[:n], None, data.query_ids[:n],
+                        data.n_rejected)
     keep = np.flatnonzero(data.mask[:n].any(axis=0))
     return TaskData(data.name, data.queries[:n], [data.candidates[j] for j in keep], data.relevance[:n][:, keep],
-                    data.mask[:n][:, keep], data.query_ids[:n])
+                    data.mask[:n][:, keep], data.query_ids[:n], data.n_rejected)
 
 
 def _merge_stats(results: list[TaskResult]) -> dict[str, float]:
