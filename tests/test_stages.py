@@ -96,3 +96,20 @@ def test_egrl_runs_grpo_with_every_reward_component(prepared_small, trained_embe
     assert {"rewards/format_reward/mean", "rewards/process_reward/mean", "rewards/outcome_reward/mean", "kl",
             "completions/mean_length", "egrl/acc", "egrl/margin"} <= keys
     assert (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_small, trained_embedder,
+                                                                    sft_reasoner):
+    from embedrl.config import build_config
+    from embedrl.experiment import rl_holdout
+    from embedrl.train.egrl import EGRLStageConfig
+
+    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", max_steps=1)
+    gold = rl_holdout(prepared_small, None, trained_embedder, config, n_groups=4, source="gold")
+    reasoner = rl_holdout(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, config, n_groups=4)
+    for score in (gold, reasoner):
+        assert score["groups"] == 4 and 0.0 <= score["hit_at_1"] <= 1.0 and 0.0 <= score["format_rate"] <= 1.0
+    assert gold["format_rate"] == 1.0 and gold["evidence_rate"] in (None, 1.0)
+    with pytest.raises(ValueError, match="cannot hold out"):
+        rl_holdout(prepared_small, None, trained_embedder, build_config(
+            EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", max_steps=10_000), n_groups=4, source="gold")

@@ -133,6 +133,19 @@ def _experiment_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_rl_holdout(args: argparse.Namespace) -> int:
+    import json
+
+    from embedrl.config import build_config
+    from embedrl.experiment import rl_holdout
+    from embedrl.train.egrl import EGRLStageConfig
+
+    config = build_config(EGRLStageConfig, args.profile, "egrl", output_dir=".", seed=args.seed)
+    score = rl_holdout(args.data, args.reasoner, args.embedder, config, n_groups=args.groups, source=args.traces)
+    print(json.dumps(score, indent=1))
+    return 0
+
+
 ROLE_SEED_OFFSET = {"embedder": 0, "reasoner": 1}  # the two roles share no weights, not even at init
 
 
@@ -273,6 +286,17 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
                      help="pools per eval task (0 = all; default: the profile's ablation.eval.max_queries)")
     abl.add_argument("--out", required=True, help="output directory (ablation.json, ablation.md, runs)")
     abl.set_defaults(handler=_experiment_ablation)
+    hold = commands.add_parser("rl-holdout", help="score a Reasoner on RL groups EG-RL does not train on (tune here, "
+                                                  "never on the eval split)")
+    hold.add_argument("--data", required=True, help="prepared data directory")
+    hold.add_argument("--reasoner", help="Reasoner directory (with --traces reasoner)")
+    hold.add_argument("--embedder", required=True, help="Embedder directory")
+    hold.add_argument("--traces", default="reasoner", choices=["reasoner", "teacher", "gold"],
+                      help="whose traces to score: the Reasoner's (greedy), or the stored teacher / gold ones")
+    hold.add_argument("--profile", default="tiny", help="profile whose egrl section fixes the RL group order")
+    hold.add_argument("--seed", type=int, default=0, help="EG-RL seed (it fixes the group order)")
+    hold.add_argument("--groups", type=int, default=96, help="held-out groups, taken from the end of the order")
+    hold.set_defaults(handler=_experiment_rl_holdout)
 
 
 def _pipeline_params(args: argparse.Namespace):

@@ -151,6 +151,8 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     from embedrl.train.embedder import build_side
     from embedrl.train.rewards import outcome_details
 
+    if source == "reasoner" and reasoner_dir is None:
+        raise ValueError("rl_holdout: pass a Reasoner directory to score its traces (or source='teacher'/'gold')")
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     prompt = ReasonerPrompt.of_model(reasoner_dir) if source == "reasoner" else ReasonerPrompt()
