@@ -69,13 +69,15 @@ def sft_reasoner(prepared_small, tiny_models, tmp_path_factory):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Write the fault table (tests/faults_table.py) where EMBEDRL_FAULTS_TABLE says, if it says."""
+    """Write the fault tables (tests/faults_table.py) into EMBEDRL_FAULTS_DIR, if it is set."""
     from faults_table import ROWS, markdown
 
-    target = os.environ.get("EMBEDRL_FAULTS_TABLE")
-    if target and ROWS:
-        path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        command = " ".join(["python -m pytest", *map(str, session.config.args)])
-        path.write_text("# Faults injected by the tests and what happened\n\nWritten by the tests: "
-                        f"`EMBEDRL_FAULTS_TABLE={target} {command}`.\n\n" + markdown())
+    target = os.environ.get("EMBEDRL_FAULTS_DIR")
+    if not target:
+        return
+    command = " ".join([f"EMBEDRL_FAULTS_DIR={target} python -m pytest", *map(str, session.config.args)])
+    for table, rows in ROWS.items():
+        if rows:
+            path = Path(target) / f"{table}.md"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(markdown(table, command))

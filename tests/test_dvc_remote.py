@@ -287,6 +287,7 @@ def test_remote_without_the_objects_names_it_and_says_to_push(origin, tmp_path):
 def test_unreachable_remote_names_the_endpoint_and_the_fix(origin, tmp_path, monkeypatch):
     repo = clone(origin, tmp_path / "clone")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore would retry for about ten seconds
+    monkeypatch.setenv("EMBEDRL_DATA_RETRY_SECONDS", "0")  # and fetch_pinned for a minute (an outage looks alike)
     closed_port = "http://127.0.0.1:9"
 
     with pytest.raises(DataFetchError, match="unreachable") as caught:

@@ -2,7 +2,7 @@
 MLflow basic-auth and a least-privilege Role for the pipeline in infra/.
 
 Each check records what it tried and what happened (tests/faults_table.py). The table in the docs:
-`EMBEDRL_FAULTS_TABLE=docs/faults/security.md .venv/bin/python -m pytest tests/test_security.py`.
+`EMBEDRL_FAULTS_DIR=docs/faults .venv/bin/python -m pytest tests/test_security.py` writes docs/faults/security.md.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import ast
 import configparser
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import io
 import logging
@@ -24,7 +25,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from faults_table import record_fault
+from faults_table import record_fault as _record_fault
+
+record_fault = functools.partial(_record_fault, table="security")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED_DIRS = ("src", "components", "pipelines")

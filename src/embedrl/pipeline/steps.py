@@ -86,9 +86,9 @@ class Tracking:
 def _log_metrics(run: Any, metrics: dict[str, float]) -> None:
     if run is None:
         return
-    import mlflow
+    from embedrl.registry.tracking import log_summary_metrics
 
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+    log_summary_metrics(metrics)  # queued and retried through an MLflow outage, like the step metrics
 
 
 def _log_steps(run: Any, records: list[dict], prefix: str = "") -> None:

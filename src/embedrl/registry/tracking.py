@@ -4,7 +4,8 @@
   every stage of that run, and any retry, gets the same run id.
 - `stage_run` opens the child run of a stage under the parent (reusing it on a retry), logs the
   resolved config as flat params and ends the run FINISHED, or FAILED on an exception.
-- `log_step_metrics`, `log_data_lineage` and `log_report_artifacts` log into the active run.
+- `log_step_metrics`, `log_summary_metrics`, `log_data_lineage` and `log_report_artifacts` log into
+  the active run.
 - The tracking server may go away for a while (a restart, a network blip): step metrics are queued per
   run and sent in order once it answers again, retried with exponential backoff for at most
   $EMBEDRL_TRACKING_RETRY_SECONDS (default 300) from the first failure; the stage's end waits for the
@@ -329,6 +330,25 @@ def log_step_metrics(records: list[dict[str, Any]], *, step_key: str = "step", p
         for key, value in record.items()
         if key != step_key and _is_metric_value(value)
     ]
+    return _queue_and_send(run_id, metrics)
+
+
+def log_summary_metrics(values: Mapping[str, Any], *, step: int = 0, prefix: str = "") -> int:
+    """A stage's summary metrics (numeric values only) at `step`, queued and retried like the step
+    metrics (`mlflow.log_metrics` would fail once MLflow's own HTTP retries run out)."""
+    from mlflow.entities import Metric
+
+    run_id = _active_run_id()
+    now_ms = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{prefix}{key}", float(value), now_ms, step)
+        for key, value in values.items()
+        if _is_metric_value(value)
+    ]
+    return _queue_and_send(run_id, metrics)
+
+
+def _queue_and_send(run_id: str, metrics: list) -> int:
     outbox = _outbox(run_id)
     outbox.add(metrics)
     outbox.send(wait=False)
@@ -358,8 +378,8 @@ def retry_seconds() -> float:
 class _Outbox:
     """The step metrics of one run not yet stored (oldest first) and the state of an outage.
 
-    Resending a batch whose answer was lost is harmless: the metrics keep their timestamps, and MLflow
-    stores a (key, step, timestamp, value) once.
+    Resending a batch whose answer was lost is harmless: the metrics keep their timestamps, and MLflow's
+    SQL store keeps one row per (key, step, timestamp, value).
     """
 
     def __init__(self, tracking_uri: str, run_id: str):
@@ -422,7 +442,8 @@ class _Outbox:
                 redact_text(self.tracking_uri), _root_cause(exc), self.run_id, len(self.pending), limit,
             )  # fmt: skip
         elapsed = now - self._down_since
-        self._next_try = now + min(self._delay, max(limit - elapsed, 0.0))
+        # the last wait ends at the bound, so that the last attempt is made there
+        self._next_try = now + (self._delay if elapsed >= limit else min(self._delay, limit - elapsed))
         self._delay = min(self._delay * 2, MAX_RETRY_DELAY)
         if elapsed >= limit:
             raise TrackingUnavailableError(
