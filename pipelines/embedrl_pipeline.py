@@ -22,6 +22,7 @@ RUN_KEY_ENV = "EMBEDRL_PIPELINE_RUN"
 ARGO_WORKFLOW_LABEL = "metadata.labels['workflows.argoproj.io/workflow']"  # unique per run, not in cache keys
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
            "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
+CHECKPOINT_MOUNT = "/embedrl-checkpoints"  # $EMBEDRL_CHECKPOINT_ROOT: a retried training step resumes from here
 MLFLOW_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
                "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
 
@@ -32,6 +33,13 @@ def _on_cluster(task, *, s3_secret, mlflow_secret, retries: int = 2):
     kubernetes.use_secret_as_env(task, secret_name=mlflow_secret, secret_key_to_env=MLFLOW_KEYS, optional=True)
     kubernetes.use_field_path_as_env(task, RUN_KEY_ENV, ARGO_WORKFLOW_LABEL)
     task.set_retry(num_retries=retries, backoff_duration="60s", backoff_factor=2.0)
+    return task
+
+
+def _with_checkpoints(task, *, pvc):
+    """Training steps keep their checkpoints on a volume that outlives the pod (preemption, retries)."""
+    kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=CHECKPOINT_MOUNT)
+    task.set_env_variable("EMBEDRL_CHECKPOINT_ROOT", CHECKPOINT_MOUNT)
     return task
 
 
@@ -67,6 +75,7 @@ def embedrl_pipeline(
     tolerations: list = [],  # noqa: B006 - KFP reads defaults from the signature; never mutated
     s3_secret: str = "embedrl-s3",
     mlflow_secret: str = "embedrl-mlflow",
+    checkpoint_pvc: str = "embedrl-workspace",
 ):
     cluster = {"s3_secret": s3_secret, "mlflow_secret": mlflow_secret}
     gpu = {"accelerator": accelerator, "gpus": gpus, "node_selector": node_selector, "tolerations": tolerations}
@@ -80,13 +89,16 @@ def embedrl_pipeline(
     embedder = train_embedder(prepared=data.outputs["prepared"], seed=seed, distributed=distributed,
                               distributed_settings=distributed_settings, **staged)
     _on_gpu_nodes(_on_cluster(embedder.set_display_name("Embedder training"), **cluster), **gpu)
+    _with_checkpoints(embedder, pvc=checkpoint_pvc)
 
     sft = sft_cold_start(prepared=data.outputs["prepared"], seed=seed, **staged)
     _on_gpu_nodes(_on_cluster(sft.set_display_name("SFT cold start"), **cluster), **gpu)
+    _with_checkpoints(sft, pvc=checkpoint_pvc)
 
     rl = eg_rl(prepared=data.outputs["prepared"], reasoner=sft.outputs["model"], embedder=embedder.outputs["model"],
                seed=seed, distributed=distributed, distributed_settings=distributed_settings, **staged)
     _on_gpu_nodes(_on_cluster(rl.set_display_name("EG-RL"), **cluster), **gpu)
+    _with_checkpoints(rl, pvc=checkpoint_pvc)
 
     scores = evaluate(prepared=data.outputs["prepared"], embedder=embedder.outputs["model"],
                       reasoner=rl.outputs["model"], **staged)

@@ -80,6 +80,28 @@ def test_cluster_settings_gpus_secrets_scheduling_from_parameters(compiled):
     for task in TRAINING_TASKS:
         config = k8s[f"exec-{task}"]
         assert "nodeSelector" in config and "tolerations" in config, task
+    for task in ("train-embedder", "sft-cold-start", "eg-rl"):  # checkpoints outlive a preempted pod
+        mounts = k8s[f"exec-{task}"]["pvcMount"]
+        assert [m["mountPath"] for m in mounts] == ["/embedrl-checkpoints"], task
+        env = spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]["env"]
+        assert {"name": "EMBEDRL_CHECKPOINT_ROOT", "value": "/embedrl-checkpoints"} in env, task
+
+
+def test_stage_workdir_persists_on_the_checkpoint_volume_until_the_stage_succeeds(tmp_path, monkeypatch):
+    from embedrl.pipeline.steps import CHECKPOINT_ROOT_ENV, RUN_KEY_ENV, stage_workdir
+
+    monkeypatch.setenv(CHECKPOINT_ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv(RUN_KEY_ENV, "run-1")
+    with pytest.raises(RuntimeError), stage_workdir("eg_rl") as work:  # the killed / failed attempt
+        (work / "checkpoints").mkdir()
+        raise RuntimeError("preempted")
+    assert (tmp_path / "run-1" / "eg_rl" / "checkpoints").is_dir()
+    with stage_workdir("eg_rl") as work:  # the retry finds them, then succeeds
+        assert (work / "checkpoints").is_dir()
+    assert not (tmp_path / "run-1" / "eg_rl").exists()
+    monkeypatch.setenv(CHECKPOINT_ROOT_ENV, str(tmp_path / "not-mounted"))
+    with stage_workdir("eg_rl") as work:
+        assert not str(work).startswith(str(tmp_path))
 
 
 @pytest.mark.slow

@@ -27,6 +27,29 @@ import yaml
 log = logging.getLogger(__name__)
 
 RUN_KEY_ENV = "EMBEDRL_PIPELINE_RUN"  # one value per pipeline run; set by the local runner / the pod's labels
+CHECKPOINT_ROOT_ENV = "EMBEDRL_CHECKPOINT_ROOT"  # persistent storage (a PVC) for stage work dirs and checkpoints
+
+
+@contextlib.contextmanager
+def stage_workdir(stage: str) -> Iterator[Path]:
+    """A training stage's work directory (its checkpoints live there).
+
+    With $EMBEDRL_CHECKPOINT_ROOT (a volume that outlives the pod) it is ROOT/RUN_KEY/STAGE: a retried
+    step of the same pipeline run finds the checkpoints of the killed attempt and resumes; it is removed
+    once the stage succeeds. Without it, a temporary directory: a retry starts the stage over.
+    """
+    root, run_key = os.environ.get(CHECKPOINT_ROOT_ENV, ""), os.environ.get(RUN_KEY_ENV, "")
+    if root and not Path(root).is_dir():
+        log.warning("$%s=%s is not a mounted directory: %s works in a temporary directory (no resume after "
+                    "a retry)", CHECKPOINT_ROOT_ENV, root, stage)
+    if not (root and run_key and Path(root).is_dir()):
+        with tempfile.TemporaryDirectory(prefix=f"embedrl-{stage}-") as tmp:
+            yield Path(tmp)
+        return
+    work = Path(root) / run_key / stage
+    work.mkdir(parents=True, exist_ok=True)
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
 ROLE_SEED_OFFSET = {"embedder": 0, "reasoner": 1}
 
 
@@ -191,6 +214,8 @@ def init_model(profile_yaml: Path, role: str, out: Path, seed: int) -> Path:
     from embedrl.models.factory import init_model_dir
     from embedrl.models.spec import load_model_specs
 
+    if (out / "embedrl.json").exists():  # a retried step in a persistent work dir: the same init again
+        return out
     return init_model_dir(load_model_specs(profile_yaml)[role], out, seed=seed + ROLE_SEED_OFFSET[role])
 
 
@@ -215,8 +240,7 @@ def train_embedder_step(prepared: str | Path, out_dir: str | Path, *, profile: s
     from embedrl.models.spec import load_model_specs
     from embedrl.train.embedder import train_embedder
 
-    with tempfile.TemporaryDirectory(prefix="embedrl-embedder-") as tmp:
-        work = Path(tmp)
+    with stage_workdir("train_embedder") as work:
         profile_yaml = profile_file(profile, config, work)
         stage_config = build_config(EmbedderTrainConfig, profile_yaml, "embedder", seed=seed)
         spec = load_model_specs(profile_yaml)["embedder"]
@@ -239,8 +263,7 @@ def train_sft_step(prepared: str | Path, out_dir: str | Path, *, profile: str, c
     from embedrl.config import build_config
     from embedrl.train.sft import SFTStageConfig, train_sft
 
-    with tempfile.TemporaryDirectory(prefix="embedrl-sft-") as tmp:
-        work = Path(tmp)
+    with stage_workdir("sft_cold_start") as work:
         profile_yaml = profile_file(profile, config, work)
         stage_config = build_config(SFTStageConfig, profile_yaml, "sft", seed=seed, output_dir=str(work / "run"))
         with tracking.stage("sft_cold_start", {"sft": _trainer_args(stage_config)}) as run:
@@ -261,8 +284,7 @@ def train_egrl_step(prepared: str | Path, reasoner: str | Path, embedder: str | 
     from embedrl.experiment import pre_rl_check
     from embedrl.train.egrl import EGRLStageConfig, train_egrl
 
-    with tempfile.TemporaryDirectory(prefix="embedrl-egrl-") as tmp:
-        work = Path(tmp)
+    with stage_workdir("eg_rl") as work:
         profile_yaml = profile_file(profile, config, work)
         stage_config = build_config(EGRLStageConfig, profile_yaml, "egrl", seed=seed, output_dir=str(work / "run"))
         with tracking.stage("eg_rl", {"egrl": _trainer_args(stage_config)}) as run:
