@@ -103,7 +103,8 @@ def test_nan_loss_stops_the_embedder_and_keeps_the_last_good_checkpoint(prepared
     if kept is not None:
         assert all(np.isfinite(v).all() for v in load_file(str(kept / "model.safetensors")).values())
     assert not (tmp_path / "model").exists(), "a diverged Embedder must not be saved as the stage's model"
-    record_fault("NaN / inf loss", "Embedder with learning rate 1e12", f"stopped: {message[:120]}...")
+    shown = message.replace(str(tmp_path), "<tmp>")
+    record_fault("NaN / inf loss", "Embedder with learning rate 1e12", f"stopped: {shown[:160]}...")
 
 
 def test_nan_loss_stops_sft_and_resume_skips_the_bad_checkpoint(prepared_small, tiny_models, tmp_path):
@@ -126,4 +127,4 @@ def test_nan_loss_stops_sft_and_resume_skips_the_bad_checkpoint(prepared_small, 
         assert all(np.isfinite(v).all() for v in load_file(str(last / "model.safetensors")).values())
     assert not (tmp_path / "model").exists()
     record_fault("NaN / inf loss", "SFT with learning rate 1e12, no clipping",
-                 f"stopped ({len(marked)} good checkpoints marked): {message[:100]}...")
+                 f"stopped ({len(marked)} good checkpoints marked): {message.replace(str(tmp_path), '<tmp>')[:160]}...")

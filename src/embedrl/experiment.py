@@ -83,7 +83,7 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
     import torch
 
     from embedrl.data.sides import MediaStore
-    from embedrl.models.embedder import Embedder, EmbedderInputs
+    from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
     from embedrl.models.factory import load_model
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
@@ -97,7 +97,8 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
     store = MediaStore(prepared)
     emb_model, emb_proc = load_model(embedder_dir)
     inputs = EmbedderInputs(emb_proc)
-    rewards = EGRLRewards(sides, store, Embedder(emb_model, inputs.emb_id).eval(), inputs, config,
+    embedder = Embedder(emb_model, inputs.emb_id).eval().to(inference_device())
+    rewards = EGRLRewards(sides, store, embedder, inputs, config,
                           Path(prepared) / ".pre_rl_rewards.jsonl", prompt)
     teacher_text = _teacher_texts(prepared)
     reasoner = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length)
@@ -142,7 +143,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     import torch
 
     from embedrl.data.sides import MediaStore
-    from embedrl.models.embedder import Embedder, EmbedderInputs
+    from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
     from embedrl.models.factory import load_model
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
@@ -178,11 +179,11 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     traces = [_parse(t, r, store) for t, r in zip(texts, refs, strict=True)]
     emb_model, emb_proc = load_model(embedder_dir)
     inputs = EmbedderInputs(emb_proc)
-    embedder = Embedder(emb_model, inputs.emb_id).eval()
+    embedder = Embedder(emb_model, inputs.emb_id).eval().to(inference_device())
     with torch.no_grad():
         vectors = np.concatenate([
             embedder(inputs.collate([inputs.encode(build_side(r, store, t))
-                                     for r, t in zip(refs[i:i + 64], traces[i:i + 64], strict=True)])).numpy()
+                                     for r, t in zip(refs[i:i + 64], traces[i:i + 64], strict=True)])).cpu().numpy()
             for i in range(0, len(refs), 64)])
     vectors = vectors.reshape(n_groups, config.pairs_per_step, 2, -1)  # rows go q0, t0, q1, t1, ...
     hits, outcome = [], []

@@ -19,7 +19,7 @@ import torch
 
 from embedrl.data.sides import MediaStore, SideRef, eval_sides
 from embedrl.eval import metrics as M
-from embedrl.models.embedder import Embedder, EmbedderInputs
+from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.embedder import build_side
 
@@ -202,7 +202,7 @@ def embed_items(items: Sequence[Item], traces: Sequence[TCoT | None], embedder: 
     for start in range(0, len(items), batch_size):
         chunk = range(start, min(start + batch_size, len(items)))
         encoded = [inputs.encode(build_side(items[i].ref, store, traces[i])) for i in chunk]
-        vectors.append(embedder(inputs.collate(encoded)).numpy())
+        vectors.append(embedder(inputs.collate(encoded)).cpu().numpy())
     return np.concatenate(vectors) if vectors else np.zeros((0, 1))
 
 
@@ -285,7 +285,7 @@ def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=N
     tasks = tasks or tasks_for_data(root, registry)
     vlm, processor = load_model(embedder_dir)
     inputs = EmbedderInputs(processor)
-    embedder = Embedder(vlm, inputs.emb_id).eval()
+    embedder = Embedder(vlm, inputs.emb_id).eval().to(inference_device())
     store = MediaStore(root)
     results, rejected = [], {}
     for task in tasks:

@@ -173,6 +173,13 @@ def language_backbone(vlm):
     return model.model if hasattr(model, "model") and hasattr(model.model, "language_model") else model
 
 
+def inference_device() -> torch.device:
+    """Where a frozen Embedder runs: the (local) GPU when there is one, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class Embedder(torch.nn.Module):
     """Wraps a Qwen-VL: `forward(batch)` returns L2-normalised `<emb>` hidden states [B, D]."""
 
@@ -184,6 +191,8 @@ class Embedder(torch.nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if not bool((batch["input_ids"][:, -1] == self.emb_token_id).all()):
             raise ValueError("every row must end with <emb> (left padding); build batches with EmbedderInputs")
+        device = next(self.vlm.parameters()).device
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         backbone = language_backbone(self.vlm)
         out = backbone(**batch, use_cache=False)
         return F.normalize(out.last_hidden_state[:, -1].float(), dim=-1)

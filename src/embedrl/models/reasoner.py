@@ -141,11 +141,12 @@ class Reasoner:
     @classmethod
     def load(cls, model_dir, **kwargs) -> Reasoner:
         """A saved Reasoner, prompted as it was trained (its `reasoner_prompt` record) unless `prompt=` says."""
+        from embedrl.models.embedder import inference_device
         from embedrl.models.factory import load_model
 
         model, processor = load_model(model_dir)
         kwargs.setdefault("prompt", ReasonerPrompt.of_model(model_dir))
-        return cls(model, processor, **kwargs)
+        return cls(model.to(inference_device()), processor, **kwargs)
 
     def prompt_text(self, ref: SideRef, role: str, num_frames: int | None) -> str:
         messages = reasoner_messages(ref, role, self.prompt, num_frames=num_frames)
@@ -164,6 +165,7 @@ class Reasoner:
                 texts.append(self.prompt_text(ref, role, len(media) if ref.media_kind == "video" else None))
                 images.extend(media)
             batch = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+            batch = batch.to(self.model.device)
             generated = self.model.generate(
                 **batch, max_new_tokens=self.max_new_tokens, do_sample=do_sample,
                 temperature=temperature if do_sample else None, top_p=None, top_k=None,

@@ -52,12 +52,12 @@ class EmbedderModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper of the Embedder. Artifacts: `embedder` (model dir), optionally `reasoner`."""
 
     def load_context(self, context) -> None:
-        from embedrl.models.embedder import Embedder, EmbedderInputs
+        from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
         from embedrl.models.factory import load_model
 
         vlm, processor = load_model(context.artifacts["embedder"])
         self.inputs = EmbedderInputs(processor)
-        self.embedder = Embedder(vlm, self.inputs.emb_id).eval()
+        self.embedder = Embedder(vlm, self.inputs.emb_id).eval().to(inference_device())
         self.reasoner_dir = context.artifacts.get("reasoner")
 
     def predict(

@@ -24,7 +24,7 @@ import torch
 import trl
 
 from embedrl.data.sides import MediaStore, SideRef
-from embedrl.models.embedder import Embedder, EmbedderInputs
+from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.checkpoint import completion_marker, resume_point
@@ -125,6 +125,7 @@ class EGRLRewards:
 
     @torch.no_grad()
     def _compute(self, texts: list[str], columns) -> dict[str, list[float]]:
+        started = time.perf_counter()
         n = len(texts)
         refs = [self.sides[s] for s in columns["side"]]
         texts = [resolve_completion(r, t, self.prompt) for r, t in zip(refs, texts, strict=True)]
@@ -154,7 +155,8 @@ class EGRLRewards:
         margin[q_idx], margin[t_idx] = q_det.margin, t_det.margin
         stats = {"format_rate": float(fmt.mean()), "outcome": float(outcome.mean()), "process": float(process.mean()),
                  "acc": float(acc[ok].mean()) if ok.any() else 0.0, "margin": float(margin[ok].mean()) if ok.any() else 0.0,
-                 "completion_chars": float(np.mean([len(t) for t in texts]))}
+                 "completion_chars": float(np.mean([len(t) for t in texts])),
+                 "reward_seconds": time.perf_counter() - started}
         self.history.append(stats)
         self._publish(stats)
         with self.log_path.open("a", encoding="utf-8") as handle:
@@ -187,7 +189,7 @@ class EGRLRewards:
         for start in range(0, len(refs), batch_size):
             encoded = [self.inputs.encode(build_side(r, self.store, t))
                        for r, t in zip(refs[start:start + batch_size], traces[start:start + batch_size], strict=True)]
-            vectors.append(self.embedder(self.inputs.collate(encoded)).numpy())
+            vectors.append(self.embedder(self.inputs.collate(encoded)).cpu().numpy())
         return np.concatenate(vectors)
 
 
@@ -223,7 +225,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
 
     emb_model, emb_processor = load_model(embedder_dir)
     inputs = EmbedderInputs(emb_processor)
-    embedder = Embedder(emb_model, inputs.emb_id).eval()
+    embedder = Embedder(emb_model, inputs.emb_id).eval().to(inference_device())
     for p in embedder.parameters():
         p.requires_grad_(False)
     rewards = EGRLRewards(sides, MediaStore(data_root), embedder, inputs, config, out / "reward_log.jsonl", prompt)

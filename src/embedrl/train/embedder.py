@@ -184,9 +184,13 @@ def train_embedder(
 
     vlm, processor = load_model(model_dir)
     vlm = _apply_lora(vlm, lora)
+    if config.gradient_checkpointing:  # recompute activations in the backward pass: memory for batch size
+        vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     vlm.train()
     inputs = EmbedderInputs(processor)
     embedder = Embedder(vlm, inputs.emb_id)
+    if torch.cuda.is_available() and not config.deepspeed:  # DeepSpeed places the model itself
+        embedder.to(torch.device("cuda", dist.local_rank))
     params = [p for p in embedder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = _total_steps(config, n_pairs)
@@ -210,18 +214,22 @@ def train_embedder(
     losses, accuracies = [r["loss"] for r in history], [r["accuracy"] for r in history]
     with (log_path.open("a", encoding="utf-8") if dist.is_main else open(os.devnull, "w")) as log_file:
         for step in tqdm(range(start + 1, steps + 1), desc="embedder", disable=not (progress and dist.is_main)):
+            step_started = time.perf_counter()
             subset, indices = next(batches)
             batch = [pairs[subset][i] for i in indices]
             variants = _pick_variants(rng, config.evidence_mix, len(batch), per_batch=per_batch)
             q_batch, t_batch = _encode_pairs(batch, variants, store, inputs)
-            details = info_nce_details(stepper.model(q_batch), stepper.model(t_batch), temperature=config.temperature)
+            with _autocast(config):
+                q_emb, t_emb = stepper.model(q_batch), stepper.model(t_batch)
+            details = info_nce_details(q_emb, t_emb, temperature=config.temperature)
             check_finite_loss("train_embedder", step, float(details.loss.detach()), latest_checkpoint(checkpoints))
             grad_norm = stepper.step(details.loss)
             losses.append(float(details.loss.detach()))
             accuracies.append(float(details.accuracy))
             record = {"step": step, "subset": subset, "variant": variants[0] if per_batch else "mixed",
                       "loss": losses[-1], "accuracy": accuracies[-1], "grad_norm": grad_norm,
-                      "lr": stepper.scheduler.get_last_lr()[0]}
+                      "lr": stepper.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - step_started,
+                      "tokens": int(q_batch["attention_mask"].sum() + t_batch["attention_mask"].sum())}
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             if step % config.log_every == 0 or step == steps:
@@ -280,6 +288,15 @@ def _log_until(log_path: Path, step: int) -> list[dict]:
         kept = [r for r in kept if r["step"] <= step]
     log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     return kept
+
+
+def _autocast(config: EmbedderTrainConfig):
+    """bfloat16 autocast on a GPU when the config asks for it (the loss itself is computed in float32)."""
+    import contextlib
+
+    if config.bf16 and torch.cuda.is_available():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _endless(sampler):
