@@ -129,3 +129,18 @@ def _coerce(value: Any, hint: Any) -> Any:
 
 def config_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A duration in seconds from environment variable `name` (unset or empty: `default`); >= 0 and finite."""
+    import math
+    import os
+
+    text = os.environ.get(name, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"${name} must be a number of seconds >= 0, got {text!r}")
+    return value

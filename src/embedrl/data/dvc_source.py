@@ -13,7 +13,6 @@ to check. Each attempt is one DVC download with botocore's own retries inside it
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time
@@ -174,14 +173,9 @@ def _existing_copy(out: Path, md5: str, where: str) -> DirectoryHash | None:
 
 def data_retry_seconds() -> float:
     """How long an unreachable DVC remote is retried: $EMBEDRL_DATA_RETRY_SECONDS, default 60."""
-    text = os.environ.get(RETRY_SECONDS_ENV, "")
-    try:
-        value = float(text) if text else DEFAULT_RETRY_SECONDS
-    except ValueError:
-        value = -1.0
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"${RETRY_SECONDS_ENV} must be a number of seconds >= 0, got {text!r}")
-    return value
+    from embedrl.config import env_seconds
+
+    return env_seconds(RETRY_SECONDS_ENV, DEFAULT_RETRY_SECONDS)
 
 
 def _download(

@@ -365,14 +365,9 @@ def flush_step_metrics(run_id: str | None = None) -> None:
 
 def retry_seconds() -> float:
     """How long calls to an unreachable tracking server are retried: $EMBEDRL_TRACKING_RETRY_SECONDS."""
-    text = os.environ.get(RETRY_SECONDS_ENV, "")
-    try:
-        value = float(text) if text else DEFAULT_RETRY_SECONDS
-    except ValueError:
-        value = -1.0
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"${RETRY_SECONDS_ENV} must be a number of seconds >= 0, got {text!r}")
-    return value
+    from embedrl.config import env_seconds
+
+    return env_seconds(RETRY_SECONDS_ENV, DEFAULT_RETRY_SECONDS)
 
 
 class _Outbox:
