@@ -105,18 +105,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from embedrl.eval.evaluator import NoTrace, ReasonerTrace, StoredTrace, evaluate
     from embedrl.eval.report import write_report
 
-    config = build_config(EvalConfig, args.profile, "eval", **_stage_overrides(args, "max_queries"))
+    config = build_config(EvalConfig, args.profile, "eval", **_stage_overrides(args, "max_queries", "cache_dir"))
     if args.reasoner:
         from embedrl.models.reasoner import Reasoner
 
         source = ReasonerTrace(Reasoner.load(args.reasoner, max_new_tokens=config.max_new_tokens), args.variant or "reasoner_cot",
-                               batch_size=config.reasoner_batch_size)
+                               batch_size=config.reasoner_batch_size, cache_dir=config.cache_dir or None)
     elif args.variant in (None, "no_cot"):
         source = NoTrace()
     else:
         source = StoredTrace({"teacher_cot": "teacher", "oracle_cot": "gold"}[args.variant], args.variant)
     result = evaluate(args.data, args.embedder, source, registry=config.registry, batch_size=config.batch_size,
-                      max_queries=config.max_queries or None)
+                      max_queries=config.max_queries or None, cache_dir=config.cache_dir or None)
     predictions = result.pop("predictions")
     paths = write_report(args.out, result, title=f"embedrl evaluation ({source.name})", predictions=predictions)
     print(f"{source.name}: overall {result['overall']:.1f} " + " ".join(f"{m} {v:.1f}" for m, v in result["by_modality"].items()))
@@ -266,6 +266,8 @@ def _add_evaluate_command(p: argparse.ArgumentParser) -> None:
                    help="trace source without --reasoner (no_cot, teacher_cot, oracle_cot); a label with it")
     p.add_argument("--out", help="report directory (metrics.json, predictions.jsonl, report.md/html)")
     p.add_argument("--max-queries", type=int, default=None, help="queries per task (smoke tests)")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep Reasoner traces and Embedder vectors on disk here, keyed by model fingerprints")
     p.set_defaults(handler=_evaluate_or_help, group_parser=p)
 
 

@@ -75,6 +75,8 @@ class EvalConfig:
     reasoner_batch_size: int = _help("sides per Reasoner generate call", 64)
     max_new_tokens: int = _help("longest T-CoT the Reasoner writes", 160)
     max_queries: int = _help("queries (pools) per task, the first N (0 = all); caps evaluation time", 0)
+    cache_dir: str = _help("directory of the on-disk trace and vector cache, keyed by model fingerprints "
+                           "('' = none; the pipeline uses $EMBEDRL_CHECKPOINT_ROOT/eval-cache when mounted)", "")
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size", "reasoner_batch_size", "max_new_tokens")

@@ -236,10 +236,11 @@ def evaluate_variants(prepared: Path, run: SeedRun, eval_cfg: EvalConfig, out: P
         else:
             reasoner_dir = run.sft if variant == "sft_cot" else run.egrl
             reasoner = Reasoner.load(reasoner_dir, max_new_tokens=eval_cfg.max_new_tokens)
-            source = ReasonerTrace(reasoner, variant, batch_size=eval_cfg.reasoner_batch_size)
+            source = ReasonerTrace(reasoner, variant, batch_size=eval_cfg.reasoner_batch_size,
+                                   cache_dir=eval_cfg.cache_dir or None)
         started = time.perf_counter()
         result = evaluate(prepared, run.embedder, source, registry=eval_cfg.registry, batch_size=eval_cfg.batch_size,
-                          max_queries=eval_cfg.max_queries or None)
+                          max_queries=eval_cfg.max_queries or None, cache_dir=eval_cfg.cache_dir or None)
         run.timings[f"eval_{variant}"] = round(time.perf_counter() - started, 1)
         predictions = result.pop("predictions")
         write_report(out / variant, result, title=f"MiniMMEB, {variant}, seed {run.seed}", predictions=predictions)
@@ -259,7 +260,8 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
     generate(data, seed=data_seed, size=size, progress=False)
     prepared = out / "prepared"
     prepare(data, prepared)
-    eval_overrides = {**profile_section(profile, "ablation").get("eval", {}), **(overrides or {}).get("eval", {})}
+    eval_overrides = {"cache_dir": str(out / "eval-cache"),  # a rerun of the ablation reuses traces and vectors
+                      **profile_section(profile, "ablation").get("eval", {}), **(overrides or {}).get("eval", {})}
     eval_cfg = build_config(EvalConfig, profile, "eval", **eval_overrides)
     per_seed: dict[str, list[dict]] = {v: [] for v in variants}
     runs = []

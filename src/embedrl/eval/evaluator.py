@@ -2,11 +2,14 @@
 
 A *trace source* gives each side its T-CoT: none (raw input), a stored column of the prepared data
 (teacher or gold traces), or a Reasoner that writes them. Every unique side (same role, media and text)
-is traced and embedded once per evaluation, however many pools it appears in.
+is traced and embedded once per evaluation, however many pools and tasks it appears in; with a cache
+directory, Reasoner traces and Embedder vectors are also kept on disk under the models' fingerprints
+(`embedrl.eval.cache`), so a rerun or another variant with the same model does not redo them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -19,6 +22,7 @@ import torch
 
 from embedrl.data.sides import MediaStore, SideRef, eval_sides
 from embedrl.eval import metrics as M
+from embedrl.eval.cache import EvalCache, entry_key, model_fingerprint, settings_fingerprint
 from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.embedder import build_side
@@ -78,18 +82,42 @@ class StoredTrace:
 
 
 class ReasonerTrace:
-    """Traces the Reasoner writes (greedy); a trace that does not parse leaves the side raw, counted."""
+    """Traces the Reasoner writes (greedy); a trace that does not parse leaves the side raw, counted.
 
-    def __init__(self, reasoner, name: str, batch_size: int = 64):
+    With `cache_dir`, texts are read from and added to the trace cache of this Reasoner (its weights,
+    prompt and token budget); only sides without an entry are generated, in batches.
+    """
+
+    def __init__(self, reasoner, name: str, batch_size: int = 64, *, cache_dir: str | Path | None = None):
         self.reasoner, self.name, self.batch_size = reasoner, name, batch_size
         self.texts: dict[tuple, str] = {}
+        self.cache = _trace_cache(reasoner, cache_dir) if cache_dir else None
+        self.generated = 0  # sides generated (not served from the cache) over this source's life
 
     def traces(self, items: Sequence[Item], store: MediaStore) -> list[TCoT | None]:
-        texts = self.reasoner.generate([i.ref for i in items], [i.role for i in items], store,
-                                       batch_size=self.batch_size)
+        cached = self.cache.texts if self.cache is not None else {}
+        keys = [entry_key(*i.key) for i in items]
+        todo = [n for n, k in enumerate(keys) if k not in cached]
+        written = self.reasoner.generate([items[n].ref for n in todo], [items[n].role for n in todo], store,
+                                         batch_size=self.batch_size) if todo else []
+        self.generated += len(todo)
+        fresh = {keys[n]: text for n, text in zip(todo, written, strict=True)}
+        if self.cache is not None:
+            self.cache.put_texts(fresh)
+        texts = [fresh[k] if k in fresh else cached[k] for k in keys]
         for item, text in zip(items, texts, strict=True):
             self.texts[item.key] = text
         return [_parse_or_none(t, i, store) for t, i in zip(texts, items, strict=True)]
+
+
+def _trace_cache(reasoner, cache_dir: str | Path) -> EvalCache:
+    source = getattr(reasoner, "source_dir", None)
+    if source is None:
+        raise ValueError("a trace cache needs a Reasoner loaded from a directory (Reasoner.load): its weights "
+                         "name the cache")
+    fingerprint = settings_fingerprint(model_fingerprint(source, memo_dir=cache_dir),
+                                       prompt=reasoner.prompt.to_dict(), max_new_tokens=reasoner.max_new_tokens)
+    return EvalCache(cache_dir, "traces", fingerprint)
 
 
 def _parse_or_none(text: str, item: Item, store: MediaStore) -> TCoT | None:
@@ -101,7 +129,10 @@ def _parse_or_none(text: str, item: Item, store: MediaStore) -> TCoT | None:
 
 # --------------------------------------------------------------------------------------- task data
 def _item(cache: dict, ref: SideRef, role: str, stored: dict[str, str]) -> Item:
-    key = (role, ref.media_path, ref.clean_text)
+    # The scene is part of what a side is: one clip appears in several tasks with different segments.
+    scene = hashlib.sha1(json.dumps(ref.scene, sort_keys=True, default=str).encode()).hexdigest()[:16] \
+        if ref.scene else ""
+    key = (role, ref.media_path, ref.clean_text, scene)
     if key not in cache:
         cache[key] = Item(key, ref, role, stored)
     return cache[key]
@@ -197,13 +228,22 @@ def _global_task(root: Path, task) -> TaskData:
 # --------------------------------------------------------------------------------------- embedding
 @torch.no_grad()
 def embed_items(items: Sequence[Item], traces: Sequence[TCoT | None], embedder: Embedder, inputs: EmbedderInputs,
-                store: MediaStore, batch_size: int = 64) -> np.ndarray:
-    vectors = []
-    for start in range(0, len(items), batch_size):
-        chunk = range(start, min(start + batch_size, len(items)))
+                store: MediaStore, batch_size: int = 64, *, cache: EvalCache | None = None) -> np.ndarray:
+    """One vector per (item, trace); with `cache` (of this Embedder), only pairs without an entry are encoded."""
+    keys = [entry_key(*item.key, _render(trace)) for item, trace in zip(items, traces, strict=True)]
+    known = cache.vectors if cache is not None else {}
+    todo = [n for n, k in enumerate(keys) if k not in known]
+    fresh = []
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
         encoded = [inputs.encode(build_side(items[i].ref, store, traces[i])) for i in chunk]
-        vectors.append(embedder(inputs.collate(encoded)).cpu().numpy())
-    return np.concatenate(vectors) if vectors else np.zeros((0, 1))
+        fresh.append(embedder(inputs.collate(encoded)).float().cpu().numpy())
+    fresh_vectors = np.concatenate(fresh) if fresh else np.zeros((0, 0), dtype=np.float32)
+    if cache is not None and todo:
+        cache.put_vectors([keys[n] for n in todo], fresh_vectors)
+    by_position = dict(zip(todo, fresh_vectors, strict=True))
+    rows = [by_position[n] if n in by_position else known[k] for n, k in enumerate(keys)]
+    return np.stack(rows) if rows else np.zeros((0, 1), dtype=np.float32)
 
 
 @dataclass
@@ -218,9 +258,15 @@ class TaskResult:
 
 def evaluate_task(task, data: TaskData, source, embedder: Embedder, inputs: EmbedderInputs, store: MediaStore,
                   batch_size: int = 64) -> TaskResult:
+    """One task on its own (its unique sides traced and embedded here)."""
     items = data.queries + data.candidates
     traces = source.traces(items, store)
-    vectors = embed_items(items, traces, embedder, inputs, store, batch_size)
+    return score_task(task, data, traces, embed_items(items, traces, embedder, inputs, store, batch_size))
+
+
+def score_task(task, data: TaskData, traces: Sequence[TCoT | None], vectors: np.ndarray) -> TaskResult:
+    """Metrics of a task from the traces and vectors of its queries followed by its candidates."""
+    items = data.queries + data.candidates
     q, c = vectors[: len(data.queries)], vectors[len(data.queries):]
     scores = q @ c.T
     if data.mask is not None:
@@ -274,8 +320,12 @@ def _has_fine_evidence(scene: dict) -> bool:
 
 # ---------------------------------------------------------------------------------------- evaluate
 def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=None, registry: str = "minimmeb",
-             batch_size: int = 64, max_queries: int | None = None) -> dict:
-    """Scores of `source`'s traces on every eval task; returns the aggregated result with predictions."""
+             batch_size: int = 64, max_queries: int | None = None, cache_dir: str | Path | None = None) -> dict:
+    """Scores of `source`'s traces on every eval task; returns the aggregated result with predictions.
+
+    Sides are pooled across tasks first: each unique side is traced once and each unique (side, trace)
+    embedded once; `cache_dir` keeps the Embedder's vectors on disk under its fingerprint.
+    """
     from embedrl.eval.aggregate import aggregate
     from embedrl.eval.registry import tasks_for_data
     from embedrl.models.factory import load_model
@@ -287,18 +337,28 @@ def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=N
     inputs = EmbedderInputs(processor)
     embedder = Embedder(vlm, inputs.emb_id).eval().to(inference_device())
     store = MediaStore(root)
-    results, rejected = [], {}
+    vector_cache = EvalCache(cache_dir, "vectors", model_fingerprint(embedder_dir, memo_dir=cache_dir)) \
+        if cache_dir else None
+    loaded, rejected = [], {}
     for task in tasks:
         data = load_task(root, task)
         rejected[task.name] = data.n_rejected
-        if max_queries:
-            data = _truncate(data, max_queries)
-        results.append(evaluate_task(task, data, source, embedder, inputs, store, batch_size))
+        loaded.append((task, _truncate(data, max_queries) if max_queries else data))
+    unique = {item.key: item for _, data in loaded for item in data.queries + data.candidates}
+    items = list(unique.values())
+    traces = source.traces(items, store)
+    vectors = embed_items(items, traces, embedder, inputs, store, batch_size, cache=vector_cache)
+    row = {item.key: n for n, item in enumerate(items)}
+    results = []
+    for task, data in loaded:
+        rows = [row[i.key] for i in data.queries + data.candidates]
+        results.append(score_task(task, data, [traces[n] for n in rows], vectors[rows]))
         log.info("%s %s: %s %.1f (%d queries)", source.name, task.name, task.metric, results[-1].score, results[-1].n_queries)
     summary = aggregate({r.name: r.score for r in results}, tasks)
     summary["variant"] = source.name
     summary["trace_stats"] = _merge_stats(results)
     summary["rejected_records"] = rejected  # per task, quarantined beside the data (see load_task)
+    summary["unique_sides"] = len(items)
     summary["seconds"] = time.perf_counter() - started
     summary["predictions"] = [p for r in results for p in r.predictions]
     return summary

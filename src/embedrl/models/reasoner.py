@@ -136,6 +136,7 @@ class Reasoner:
         self.processor = processor
         self.prompt = prompt or ReasonerPrompt()
         self.max_new_tokens = max_new_tokens
+        self.source_dir: Path | None = None
         self.processor.tokenizer.padding_side = "left"
 
     @classmethod
@@ -146,7 +147,9 @@ class Reasoner:
 
         model, processor = load_model(model_dir)
         kwargs.setdefault("prompt", ReasonerPrompt.of_model(model_dir))
-        return cls(model.to(inference_device()), processor, **kwargs)
+        reasoner = cls(model.to(inference_device()), processor, **kwargs)
+        reasoner.source_dir = Path(model_dir)  # names its trace cache (embedrl.eval.cache)
+        return reasoner
 
     def prompt_text(self, ref: SideRef, role: str, num_frames: int | None) -> str:
         messages = reasoner_messages(ref, role, self.prompt, num_frames=num_frames)

@@ -50,6 +50,14 @@ def stage_workdir(stage: str) -> Iterator[Path]:
     work.mkdir(parents=True, exist_ok=True)
     yield work
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _shared_volume_dir(name: str) -> str | None:
+    """`name` under $EMBEDRL_CHECKPOINT_ROOT when that volume is mounted (it outlives runs), else None."""
+    root = os.environ.get(CHECKPOINT_ROOT_ENV, "")
+    return str(Path(root) / name) if root and Path(root).is_dir() else None
+
+
 ROLE_SEED_OFFSET = {"embedder": 0, "reasoner": 1}
 
 
@@ -326,10 +334,12 @@ def evaluate_step(prepared: str | Path, embedder: str | Path, reasoner: str | Pa
         profile_yaml = profile_file(profile, config, Path(tmp))
         eval_config = build_config(EvalConfig, profile_yaml, "eval")
     with tracking.stage("evaluate", {"eval": config_dict(eval_config)}) as run:
+        cache_dir = eval_config.cache_dir or _shared_volume_dir("eval-cache")
         source = ReasonerTrace(Reasoner.load(reasoner, max_new_tokens=eval_config.max_new_tokens), variant,
-                               batch_size=eval_config.reasoner_batch_size)
+                               batch_size=eval_config.reasoner_batch_size, cache_dir=cache_dir)
         result = evaluate(prepared, embedder, source, registry=eval_config.registry,
-                          batch_size=eval_config.batch_size, max_queries=eval_config.max_queries or None)
+                          batch_size=eval_config.batch_size, max_queries=eval_config.max_queries or None,
+                          cache_dir=cache_dir)
         predictions = result.pop("predictions")
         paths = write_report(out_dir, result, title=f"embedrl evaluation ({variant})", predictions=predictions)
         metrics = flatten_metrics(result)
