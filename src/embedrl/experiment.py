@@ -145,6 +145,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     from embedrl.data.sides import MediaStore
     from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
     from embedrl.models.factory import load_model
+    from embedrl.models.prefix_cache import embed_sides
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
     from embedrl.tcot.teachers import gold_tcot, names_disambiguating_evidence
@@ -180,11 +181,8 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     emb_model, emb_proc = load_model(embedder_dir)
     inputs = EmbedderInputs(emb_proc)
     embedder = Embedder(emb_model, inputs.emb_id).eval().to(inference_device())
-    with torch.no_grad():
-        vectors = np.concatenate([
-            embedder(inputs.collate([inputs.encode(build_side(r, store, t))
-                                     for r, t in zip(refs[i:i + 64], traces[i:i + 64], strict=True)])).cpu().numpy()
-            for i in range(0, len(refs), 64)])
+    vectors = embed_sides(embedder, inputs, [build_side(r, store, t) for r, t in zip(refs, traces, strict=True)],
+                          shared_prefix=config.shared_prefix)
     vectors = vectors.reshape(n_groups, config.pairs_per_step, 2, -1)  # rows go q0, t0, q1, t1, ...
     hits, outcome = [], []
     for group in vectors:

@@ -122,30 +122,50 @@ class EmbedderInputs:
     def encode(self, side: Side) -> Encoded:
         pixels: list[torch.Tensor] = []
         grids: list[torch.Tensor] = []
+        ids = self._prefix_ids(side, pixels, grids) + self._suffix_ids(side, pixels, grids)
+        return _encoded(ids, pixels, grids)
+
+    def encode_prefix(self, side: Side) -> Encoded:
+        """The part of `encode(side)` before the T-CoT: chat head, media, text (the same for every trace)."""
+        pixels: list[torch.Tensor] = []
+        grids: list[torch.Tensor] = []
+        return _encoded(self._prefix_ids(side, pixels, grids), pixels, grids)
+
+    def encode_suffix(self, side: Side) -> Encoded:
+        """The rest of `encode(side)`: T-CoT with its evidence media, summary prompt, `<emb>`."""
+        pixels: list[torch.Tensor] = []
+        grids: list[torch.Tensor] = []
+        return _encoded(self._suffix_ids(side, pixels, grids), pixels, grids)
+
+    def _prefix_ids(self, side: Side, pixels: list, grids: list) -> list[int]:
         ids = list(self._head)
         for image in self.media_images(side):
             ids += self._image_block(image, pixels, grids)
-        ids += self._text_ids(side.text)
+        return ids + self._text_ids(side.text)
+
+    def _suffix_ids(self, side: Side, pixels: list, grids: list) -> list[int]:
+        # Every piece is tokenised on its own, so prefix + suffix ids are exactly the whole side's ids.
+        ids: list[int] = []
         if side.tcot is not None:
             thinking, rest = _split_after_thinking(render(side.tcot))
             ids += self._ids("\n") + self._text_ids(thinking)
             for image in self.evidence_images(side):
                 ids += self._image_block(image, pixels, grids)
             ids += self._text_ids(rest)
-        ids += self._tail
-        if not pixels:
-            return Encoded(ids, None, None)
-        return Encoded(ids, torch.cat(pixels), torch.cat(grids))
+        return ids + self._tail
 
-    def collate(self, encoded: Sequence[Encoded]) -> dict[str, torch.Tensor]:
-        """Left-padded batch with `<emb>` last in every row."""
+    def collate(self, encoded: Sequence[Encoded], *, padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """Left-padded batch with `<emb>` last in every row (right-padded on request: suffixes after a cache)."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         pad_id = self.tokenizer.pad_token_id
         width = max(len(e.input_ids) for e in encoded)
         input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(encoded), width), dtype=torch.long)
         for row, e in enumerate(encoded):
-            input_ids[row, width - len(e.input_ids):] = torch.tensor(e.input_ids)
-            attention[row, width - len(e.input_ids):] = 1
+            cols = slice(width - len(e.input_ids), width) if padding_side == "left" else slice(0, len(e.input_ids))
+            input_ids[row, cols] = torch.tensor(e.input_ids)
+            attention[row, cols] = 1
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention,
@@ -156,6 +176,12 @@ class EmbedderInputs:
             batch["pixel_values"] = torch.cat([e.pixel_values for e in with_pixels])
             batch["image_grid_thw"] = torch.cat([e.grid_thw for e in with_pixels])
         return batch
+
+
+def _encoded(ids: list[int], pixels: list[torch.Tensor], grids: list[torch.Tensor]) -> Encoded:
+    if not pixels:
+        return Encoded(ids, None, None)
+    return Encoded(ids, torch.cat(pixels), torch.cat(grids))
 
 
 def _split_after_thinking(text: str) -> tuple[str, str]:

@@ -4,9 +4,10 @@ Each step takes one group of B pairs from one RL subset (pairs whose targets are
 other), and rolls out G T-CoTs for each query **and** each target. The reward (method.md) is
 `alpha * format + beta * process + gamma * outcome`:
 - format: 1 if the T-CoT parses and its cue fits the side's modality;
-- outcome: every rollout is embedded by the frozen Embedder (with its evidence crops / frames); for a
-  query rollout, acc x (s_pos - s_neg) against the G target rollouts of its own pair (positives) and the
-  target rollouts of the other pairs (softmax-weighted negatives), and symmetrically for targets;
+- outcome: every rollout is embedded by the frozen Embedder (with its evidence crops / frames; the media
+  and text a side's G rollouts share run once, embedrl.models.prefix_cache); for a query rollout,
+  acc x (s_pos - s_neg) against the G target rollouts of its own pair (positives) and the target
+  rollouts of the other pairs (softmax-weighted negatives), and symmetrically for targets;
 - process: a judge (pluggable) must pick the positive among m shuffled candidate T-CoTs.
 A completion that does not parse gets 0 on every component (and is embedded raw for the others).
 """
@@ -25,6 +26,7 @@ import trl
 
 from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
+from embedrl.models.prefix_cache import embed_sides
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.checkpoint import completion_marker, resume_point
@@ -48,6 +50,8 @@ class EGRLStageConfig(trl.GRPOConfig):
     judge_model: str = field(default="", metadata={"help": "model name of the chat judge"})
     process_candidates: int = field(default=4, metadata={"help": "m: candidates the judge chooses among"})
     pairs_per_step: int = field(default=4, metadata={"help": "B: pairs per step (queries and targets: 2B prompts)"})
+    shared_prefix: bool = field(default=True, metadata={"help": "reward embedding: run the media and text shared by "
+                                                             "a side's G rollouts once (same vectors, faster)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
@@ -184,13 +188,9 @@ class EGRLRewards:
             for name, value in stats.items():
                 metrics["train"][f"egrl/{name}"].append(value)
 
-    def _embed(self, refs: list[SideRef], traces: list[TCoT | None], batch_size: int = 64) -> np.ndarray:
-        vectors = []
-        for start in range(0, len(refs), batch_size):
-            encoded = [self.inputs.encode(build_side(r, self.store, t))
-                       for r, t in zip(refs[start:start + batch_size], traces[start:start + batch_size], strict=True)]
-            vectors.append(self.embedder(self.inputs.collate(encoded)).cpu().numpy())
-        return np.concatenate(vectors)
+    def _embed(self, refs: list[SideRef], traces: list[TCoT | None]) -> np.ndarray:
+        sides = [build_side(r, self.store, t) for r, t in zip(refs, traces, strict=True)]
+        return embed_sides(self.embedder, self.inputs, sides, shared_prefix=self.config.shared_prefix)
 
 
 def _parse(text: str, ref: SideRef, store: MediaStore) -> TCoT | None:
