@@ -96,6 +96,11 @@ def test_egrl_runs_grpo_with_every_reward_component(prepared_small, trained_embe
     assert {"rewards/format_reward/mean", "rewards/process_reward/mean", "rewards/outcome_reward/mean", "kl",
             "completions/mean_length", "egrl/acc", "egrl/margin"} <= keys
     assert (tmp_path / "model" / "model.safetensors").exists()
+    times = [json.loads(line) for line in (tmp_path / "step_times.jsonl").read_text().splitlines()]
+    assert [t["step"] for t in times] == [1, 2, 3]
+    for t in times:  # each step split into generation, reward and update, all of it measured
+        assert t["generation_seconds"] > 0 and t["reward_seconds"] > 0 and t["update_seconds"] > 0
+        assert t["generation_seconds"] + t["reward_seconds"] + t["update_seconds"] == pytest.approx(t["seconds"])
 
 
 def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_small, trained_embedder,

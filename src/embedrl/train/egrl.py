@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 import trl
 
 from embedrl.data.sides import MediaStore, SideRef
@@ -193,6 +194,42 @@ class EGRLRewards:
         return embed_sides(self.embedder, self.inputs, sides, shared_prefix=self.config.shared_prefix)
 
 
+class StepTimes(transformers.TrainerCallback):
+    """Wall seconds of every GRPO step split into generation (the Reasoner's `generate` calls), reward
+    (`EGRLRewards`, the frozen Embedder and the judge) and update (the rest: log-probs, loss, backward,
+    optimizer), one JSON line per step in `path`."""
+
+    def __init__(self, model, rewards: EGRLRewards, path: Path):
+        self.rewards, self.path = rewards, path
+        self.generation = 0.0
+        self._started = 0.0
+        self._reward_mark = 0.0
+        plain_generate = model.generate
+
+        def timed_generate(*args, **kwargs):
+            begun = time.perf_counter()
+            try:
+                return plain_generate(*args, **kwargs)
+            finally:
+                self.generation += time.perf_counter() - begun
+
+        model.generate = timed_generate
+
+    def _reward_seconds(self) -> float:
+        return sum(h["reward_seconds"] for h in self.rewards.history)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.generation, self._started, self._reward_mark = 0.0, time.perf_counter(), self._reward_seconds()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        total = time.perf_counter() - self._started
+        reward = self._reward_seconds() - self._reward_mark
+        row = {"step": state.global_step, "seconds": total, "generation_seconds": self.generation,
+               "reward_seconds": reward, "update_seconds": max(0.0, total - self.generation - reward)}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
 def _parse(text: str, ref: SideRef, store: MediaStore) -> TCoT | None:
     try:
         return parse(text.strip(), modality=ref.modality, num_frames=store.num_frames(ref))
@@ -235,8 +272,11 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
 
     model, processor = load_model(reasoner_dir)
     processor.tokenizer.padding_side = "left"
+    timer = StepTimes(model, rewards, out / "step_times.jsonl")
     trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
-                              processing_class=processor, callbacks=[completion_marker("eg_rl", rewards.save_state, train_log=out / "train_log.jsonl")])
+                              processing_class=processor,
+                              callbacks=[completion_marker("eg_rl", rewards.save_state, train_log=out / "train_log.jsonl"),
+                                         timer])
     rewards.trainer = trainer
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final = out / "model"
