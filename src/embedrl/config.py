@@ -46,6 +46,10 @@ class EmbedderTrainConfig:
         "Embedder collapse to one point and it matches through the trace text alone)", "batch")
     dataset_weights: dict[str, float] = _help("per-subset sampling weight (x size); missing = 1", dict)
     gradient_checkpointing: bool = _help("recompute activations in the backward pass (GPU memory)", True)
+    grad_cache_chunk_size: int = _help(
+        "gradient caching (GradCache): embed each rank's queries and targets in chunks of this many sides, "
+        "so a step's memory follows the chunk, not the batch (one extra gradient-free forward pass); "
+        "0 = off, one forward pass per side of the batch", 0)
     bf16: bool = _help("bfloat16 autocast (GPU)", True)
     deepspeed: str = _help("DeepSpeed JSON config (e.g. infra/deepspeed/zero2.json); empty = plain / DDP", "")
     num_threads: int = _help("torch CPU threads (0 = leave torch's default)", 0)
@@ -56,6 +60,9 @@ class EmbedderTrainConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "temperature", "learning_rate", "global_batch_size")
+        if self.grad_cache_chunk_size < 0:
+            raise ValueError(f"EmbedderTrainConfig.grad_cache_chunk_size={self.grad_cache_chunk_size}: must be >= 0 "
+                             "(0 turns gradient caching off)")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("EmbedderTrainConfig: set epochs > 0 or max_steps > 0")
         if self.variant_per not in ("batch", "pair"):

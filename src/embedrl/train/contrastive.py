@@ -17,6 +17,11 @@ computes the loss over **all** ``N = W * B`` rows of the global batch, not only 
 The extra cost over a local-rows-only loss is an ``N x N`` instead of ``B x N`` similarity matrix, which
 is negligible next to the encoder (N = 512 in the paper).
 
+With gradient caching (:mod:`embedrl.train.gradcache`) the loss is this same function over detached
+representations: the gather's backward lands in the cached representation gradients, each rank replays
+only its own rows, and the gradients are averaged over ranks once per step, so the convention above holds
+unchanged.
+
 The similarity and the cross-entropy run in at least float32 (bf16 inputs are upcast), so the loss is
 stable at logit scale 50 under bf16 training.
 """

@@ -4,16 +4,20 @@ Each pair is seen with one trace variant (config.evidence_mix): raw input, the t
 *blind* T-CoT (evidence that is present but not the disambiguating one), or the gold T-CoT; the trace's
 boxes become crops and its key frames become frames that the Embedder sees after `</thinking>`. Every
 step's pairs come from one subset (probability proportional to weight x size); in-batch negatives are
-gathered across ranks with gradients. Runs in one process, under torchrun, or with DeepSpeed.
+gathered across ranks with gradients. With `grad_cache_chunk_size` the sides are embedded in chunks with
+gradient caching (embedrl.train.gradcache), so the batch is not bounded by memory. Runs in one process,
+under torchrun, or with DeepSpeed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from embedrl.train.checkpoint import (
     write_checkpoint,
     write_json,
 )
+from embedrl.train.gradcache import ContrastiveLoss, contrastive_loss
 
 log = logging.getLogger(__name__)
 VARIANTS = ("raw", "teacher", "blind", "gold")
@@ -203,6 +208,7 @@ def train_embedder(
                                   weights=config.dataset_weights or None, seed=config.seed,
                                   rank=dist.rank, world_size=dist.world_size)
     batches = _endless(sampler)
+    loss_fn = functools.partial(info_nce_details, temperature=config.temperature)
     checkpoints = out / "checkpoints"
     start = _resume(checkpoints, embedder, stepper) if resume else 0
     for _ in range(start):  # batches and variants are fixed by the seeds: replay them up to the checkpoint
@@ -218,18 +224,18 @@ def train_embedder(
             subset, indices = next(batches)
             batch = [pairs[subset][i] for i in indices]
             variants = _pick_variants(rng, config.evidence_mix, len(batch), per_batch=per_batch)
-            q_batch, t_batch = _encode_pairs(batch, variants, store, inputs)
-            with _autocast(config):
-                q_emb, t_emb = stepper.model(q_batch), stepper.model(t_batch)
-            details = info_nce_details(q_emb, t_emb, temperature=config.temperature)
-            check_finite_loss("train_embedder", step, float(details.loss.detach()), latest_checkpoint(checkpoints))
-            grad_norm = stepper.step(details.loss)
+            encoder = _SideEncoder(stepper.model, store, inputs, config)
+            loss = contrastive_loss(encoder, *_pair_sides(batch, variants), loss_fn,
+                                    chunk_size=config.grad_cache_chunk_size)
+            details, tokens = loss.details, encoder.tokens  # tokens before the backward re-embeds the chunks
+            check_finite_loss("train_embedder", step, float(details.loss), latest_checkpoint(checkpoints))
+            grad_norm = stepper.step(loss)
             losses.append(float(details.loss.detach()))
             accuracies.append(float(details.accuracy))
             record = {"step": step, "subset": subset, "variant": variants[0] if per_batch else "mixed",
                       "loss": losses[-1], "accuracy": accuracies[-1], "grad_norm": grad_norm,
                       "lr": stepper.scheduler.get_last_lr()[0], "seconds": time.perf_counter() - step_started,
-                      "tokens": int(q_batch["attention_mask"].sum() + t_batch["attention_mask"].sum())}
+                      "tokens": tokens}
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             if step % config.log_every == 0 or step == steps:
@@ -307,15 +313,47 @@ def _endless(sampler):
         epoch += 1
 
 
-def _encode_pairs(batch: list[Pair], variants: list[str], store: MediaStore, inputs: EmbedderInputs):
+@dataclass(frozen=True)
+class _PairSide:
+    """One side of a pair as a step shows it: its reference, stored teacher T-CoT and trace variant."""
+
+    ref: SideRef
+    teacher_text: str
+    variant: str
+    where: str  # names the record in errors
+
+
+def _pair_sides(batch: list[Pair], variants: list[str]) -> tuple[list[_PairSide], list[_PairSide]]:
     queries, targets = [], []
     for pair, variant in zip(batch, variants, strict=True):
         for ref, text, bucket, field_name in ((pair.query, pair.query_tcot, queries, "qry_tcot"),
                                               (pair.positive, pair.positive_tcot, targets, "pos_tcot")):
             where = f"{pair.subset}: {ref.media_path or ref.clean_text[:40]!r} field={field_name}"
-            tcot = trace_for(ref, variant, text, store.num_frames(ref), where=where)
-            bucket.append(inputs.encode(build_side(ref, store, tcot)))
-    return inputs.collate(queries), inputs.collate(targets)
+            bucket.append(_PairSide(ref, text, variant, where))
+    return queries, targets
+
+
+class _SideEncoder:
+    """Embeds pair sides: loads their media and traces, collates and runs the model (bf16 autocast if set).
+
+    Inputs are built on every call, so gradient caching holds only a chunk's pixels at a time. `tokens`
+    counts the tokens of every call.
+    """
+
+    def __init__(self, model, store: MediaStore, inputs: EmbedderInputs, config: EmbedderTrainConfig):
+        self.model, self.store, self.inputs, self.config = model, store, inputs, config
+        self.tokens = 0
+
+    def __call__(self, sides: Sequence[_PairSide]) -> torch.Tensor:
+        encoded = []
+        for side in sides:
+            tcot = trace_for(side.ref, side.variant, side.teacher_text, self.store.num_frames(side.ref),
+                             where=side.where)
+            encoded.append(self.inputs.encode(build_side(side.ref, self.store, tcot)))
+        batch = self.inputs.collate(encoded)
+        self.tokens += int(batch["attention_mask"].sum())
+        with _autocast(self.config):
+            return self.model(batch)
 
 
 class _Stepper:
@@ -342,10 +380,11 @@ class _Stepper:
                 model_parameters=params)
             self.model = self.engine
 
-    def step(self, loss: torch.Tensor) -> float:
+    def step(self, loss: ContrastiveLoss) -> float:
         """Backward and update; returns the global gradient norm before clipping."""
         if self.engine is not None:
-            self.engine.backward(loss)
+            with self._one_reduction(loss.backward_passes):
+                loss.backward(self.engine.backward)
             self.engine.step()
             return float(self.engine.get_global_grad_norm() or 0.0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -355,6 +394,20 @@ class _Stepper:
         self.optimizer.step()
         self.scheduler.step()
         return float(norm)
+
+    def _one_reduction(self, backward_passes: int):
+        """DeepSpeed: reduce the gradients of several backward passes (gradient caching) once, at the end."""
+        import contextlib
+
+        if backward_passes == 1:
+            return contextlib.nullcontext()
+        if not hasattr(self.engine, "coalesce_grad_reduction"):
+            import deepspeed
+
+            raise RuntimeError(f"grad_cache_chunk_size > 0 under DeepSpeed needs engine.coalesce_grad_reduction, "
+                               f"which deepspeed {deepspeed.__version__} lacks; install the pinned deepspeed "
+                               "(requirements/lock.txt) or set grad_cache_chunk_size: 0")
+        return self.engine.coalesce_grad_reduction()
 
 
 def _average_gradients(params, dist) -> None:
