@@ -36,8 +36,9 @@ PARTS = ("embedder", "sft", "grpo", "eval", "pipeline")
 
 
 # ------------------------------------------------------------------------------------------ set-up
-def setup(work: Path, steps: int) -> dict:
-    """Small MiniMMEB, prepared, tiny initial models; the Embedder and the Reasoner trained `steps` steps."""
+def setup(work: Path, steps: int, prepared: Path | None) -> dict:
+    """MiniMMEB (default size, seed 0) prepared, unless given; tiny initial models; the Embedder and the
+    Reasoner trained `steps` steps."""
     from embedrl.config import EmbedderTrainConfig, build_config
     from embedrl.data.minimmeb import generate
     from embedrl.data.prepare import prepare
@@ -46,17 +47,19 @@ def setup(work: Path, steps: int) -> dict:
     from embedrl.train.embedder import train_embedder
     from embedrl.train.sft import SFTStageConfig, train_sft
 
-    generate(work / "data", seed=0, size="small", progress=False)
-    prepare(work / "data", work / "prepared")
+    if prepared is None:
+        generate(work / "data", seed=0, progress=False)
+        prepare(work / "data", work / "prepared")
+        prepared = work / "prepared"
     specs = load_model_specs("tiny")
     init = {role: init_model_dir(specs[role], work / "init" / role, seed=i)
             for i, role in enumerate(("embedder", "reasoner"))}
     emb_cfg = build_config(EmbedderTrainConfig, "tiny", "embedder", max_steps=steps, save_every=0)
-    embedder = train_embedder(work / "prepared", init["embedder"], work / "embedder", emb_cfg, progress=False)
+    embedder = train_embedder(prepared, init["embedder"], work / "embedder", emb_cfg, progress=False)
     sft_cfg = build_config(SFTStageConfig, "tiny", "sft", output_dir=str(work / "sft"), max_steps=steps,
                            save_strategy="no")
-    sft = train_sft(work / "prepared", init["reasoner"], work / "sft", sft_cfg)
-    return {"prepared": work / "prepared", "init": init, "embedder": embedder.out_dir / "model",
+    sft = train_sft(prepared, init["reasoner"], work / "sft", sft_cfg)
+    return {"prepared": prepared, "init": init, "embedder": embedder.out_dir / "model",
             "reasoner": sft.out_dir / "model"}
 
 
@@ -88,9 +91,8 @@ def bench_sft(ctx: dict, work: Path, steps: int) -> dict:
     started = time.perf_counter()
     train_sft(ctx["prepared"], ctx["init"]["reasoner"], work / "sft-bench", cfg)
     seconds = time.perf_counter() - started
-    log = json.loads((work / "sft-bench" / "train_log.jsonl").read_text().splitlines()[-1]) \
-        if (work / "sft-bench" / "train_log.jsonl").exists() else {}
-    tokens = log.get("num_tokens")
+    records = [json.loads(line) for line in (work / "sft-bench" / "train_log.jsonl").read_text().splitlines()]
+    tokens = max((float(r["num_tokens"]) for r in records if "num_tokens" in r), default=None)
     return {"steps": steps, "batch": cfg.per_device_train_batch_size, "seconds": seconds,
             "samples_per_second": steps * cfg.per_device_train_batch_size / seconds,
             "tokens": tokens, "tokens_per_second": tokens / seconds if tokens else None}
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="training steps per measured run")
     parser.add_argument("--eval-queries", type=int, default=10, help="pools per eval task")
     parser.add_argument("--pipeline-db", default="runs/local/mlflow.db", help="MLflow DB of a local pipeline run")
+    parser.add_argument("--prepared", default=None, help="a prepared MiniMMEB (default: generate and prepare seed 0)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="embedrl-bench-") as tmp:
         work = Path(tmp)
         needs_models = set(args.only) - {"pipeline"}
-        ctx = setup(work, args.steps) if needs_models else {}
+        ctx = setup(work, args.steps, Path(args.prepared) if args.prepared else None) if needs_models else {}
         if "embedder" in args.only:
             results["embedder"] = bench_embedder(ctx, work, args.steps)
         if "sft" in args.only:

@@ -10,41 +10,18 @@ loss and the gradient of identical weights; later steps also compare the optimiz
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import train_embedder_cli
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = REPO / "tests" / "profiles" / "micro.yaml"
 STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(prepared, model, out: Path, *, ranks: int, deepspeed: bool = False) -> list[dict]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", DS_BUILD_OPS="0", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    args = ["-m", "embedrl.cli", "train", "embedder", "--profile", str(MICRO), "--data", str(prepared),
-            "--model", str(model), "--out", str(out), "--max-steps", str(STEPS)]
-    if deepspeed:
-        args += ["--deepspeed", str(REPO / "infra" / "deepspeed" / "zero2.json")]
-    for _ in range(3):  # retry if the free port was taken in between
-        launcher = ([sys.executable] if ranks == 1 else
-                    [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(ranks),
-                     "--master_addr", "127.0.0.1", "--master_port", str(_free_port())])
-        proc = subprocess.run(launcher + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-        if proc.returncode == 0 or "address already in use" not in (proc.stdout + proc.stderr).lower():
-            break
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return train_embedder_cli(prepared, model, out, MICRO, ranks=ranks, steps=STEPS, deepspeed=deepspeed, timeout=400)
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,12 @@ import functools
 import importlib.util
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import torchrun, train_embedder_cli
 from torch import nn
 
 from embedrl.train.contrastive import info_nce_details
@@ -203,18 +202,10 @@ def _worker(out: Path) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_with_caching_match_the_one_process_plain_step(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     for _ in range(3):  # retry if the free port was taken in between
-        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-                   "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), __file__,
-                   "--worker", str(tmp_path)]
+        command = torchrun(2) + [__file__, "--worker", str(tmp_path)]
         proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         if proc.returncode == 0 or "address already in use" not in (proc.stdout + proc.stderr).lower():
             break
@@ -250,23 +241,6 @@ def test_train_embedder_with_caching_logs_the_plain_runs_numbers(prepared_small,
         assert cached["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4)
 
 
-def _train_cli(prepared, model, out: Path, profile: Path, *, ranks: int, deepspeed: bool = False) -> list[dict]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", DS_BUILD_OPS="0", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    args = ["-m", "embedrl.cli", "train", "embedder", "--profile", str(profile), "--data", str(prepared),
-            "--model", str(model), "--out", str(out), "--max-steps", "3"]
-    if deepspeed:
-        args += ["--deepspeed", str(REPO / "infra" / "deepspeed" / "zero2.json")]
-    for _ in range(3):  # retry if the free port was taken in between
-        launcher = ([sys.executable] if ranks == 1 else
-                    [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(ranks),
-                     "--master_addr", "127.0.0.1", "--master_port", str(_free_port())])
-        proc = subprocess.run(launcher + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        if proc.returncode == 0 or "address already in use" not in (proc.stdout + proc.stderr).lower():
-            break
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
@@ -278,9 +252,9 @@ def test_deepspeed_zero2_with_caching_matches_the_one_process_plain_run(prepared
     profile["embedder"]["grad_cache_chunk_size"] = 3  # 4 pairs per rank: chunks of 3 and 1
     cached_profile = tmp_path / "micro-gradcache.yaml"
     cached_profile.write_text(yaml.safe_dump(profile))
-    plain = _train_cli(prepared_small, tiny_models["embedder"], tmp_path / "plain", MICRO, ranks=1)
-    zero2 = _train_cli(prepared_small, tiny_models["embedder"], tmp_path / "zero2", cached_profile, ranks=2,
-                       deepspeed=True)
+    plain = train_embedder_cli(prepared_small, tiny_models["embedder"], tmp_path / "plain", MICRO, ranks=1, steps=3)
+    zero2 = train_embedder_cli(prepared_small, tiny_models["embedder"], tmp_path / "zero2", cached_profile, ranks=2,
+                               steps=3, deepspeed=True)
     assert len(zero2) == len(plain) == 3
     for ref, got in zip(plain, zero2, strict=True):  # steps 2 and 3 also compare the updates
         assert (got["subset"], got["variant"]) == (ref["subset"], ref["variant"])
