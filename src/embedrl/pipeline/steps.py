@@ -38,24 +38,24 @@ def stage_workdir(stage: str) -> Iterator[Path]:
     step of the same pipeline run finds the checkpoints of the killed attempt and resumes; it is removed
     once the stage succeeds. Without it, a temporary directory: a retry starts the stage over.
     """
-    root, run_key = os.environ.get(CHECKPOINT_ROOT_ENV, ""), os.environ.get(RUN_KEY_ENV, "")
-    if root and not Path(root).is_dir():
+    root, run_key = _checkpoint_volume(), os.environ.get(RUN_KEY_ENV, "")
+    if os.environ.get(CHECKPOINT_ROOT_ENV) and root is None:
         log.warning("$%s=%s is not a mounted directory: %s works in a temporary directory (no resume after "
-                    "a retry)", CHECKPOINT_ROOT_ENV, root, stage)
-    if not (root and run_key and Path(root).is_dir()):
+                    "a retry)", CHECKPOINT_ROOT_ENV, os.environ[CHECKPOINT_ROOT_ENV], stage)
+    if not (root and run_key):
         with tempfile.TemporaryDirectory(prefix=f"embedrl-{stage}-") as tmp:
             yield Path(tmp)
         return
-    work = Path(root) / run_key / stage
+    work = root / run_key / stage
     work.mkdir(parents=True, exist_ok=True)
     yield work
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _shared_volume_dir(name: str) -> str | None:
-    """`name` under $EMBEDRL_CHECKPOINT_ROOT when that volume is mounted (it outlives runs), else None."""
+def _checkpoint_volume() -> Path | None:
+    """$EMBEDRL_CHECKPOINT_ROOT when it is set and mounted (a volume that outlives runs), else None."""
     root = os.environ.get(CHECKPOINT_ROOT_ENV, "")
-    return str(Path(root) / name) if root and Path(root).is_dir() else None
+    return Path(root) if root and Path(root).is_dir() else None
 
 
 ROLE_SEED_OFFSET = {"embedder": 0, "reasoner": 1}
@@ -334,7 +334,8 @@ def evaluate_step(prepared: str | Path, embedder: str | Path, reasoner: str | Pa
         profile_yaml = profile_file(profile, config, Path(tmp))
         eval_config = build_config(EvalConfig, profile_yaml, "eval")
     with tracking.stage("evaluate", {"eval": config_dict(eval_config)}) as run:
-        cache_dir = eval_config.cache_dir or _shared_volume_dir("eval-cache")
+        volume = _checkpoint_volume()
+        cache_dir = eval_config.cache_dir or (str(volume / "eval-cache") if volume else None)
         source = ReasonerTrace(Reasoner.load(reasoner, max_new_tokens=eval_config.max_new_tokens), variant,
                                batch_size=eval_config.reasoner_batch_size, cache_dir=cache_dir)
         result = evaluate(prepared, embedder, source, registry=eval_config.registry,
