@@ -6,8 +6,10 @@ and the target-side prompt (the positive's), each completed by the teacher's T-C
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +20,11 @@ from embedrl.data.sides import MediaStore
 from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_images, reasoner_messages
 from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import load_pairs
+from embedrl.train.perception import detail_examples, grounding_examples
 
 log = logging.getLogger(__name__)
+
+PERCEPTION_DONE = "embedrl-perception.json"
 
 
 @dataclass
@@ -33,6 +38,13 @@ class SFTStageConfig(trl.SFTConfig):
         "help": "list the input's region proposals in the prompt (embedrl.tcot.regions); saved with the model"})
     region_size: int = field(default=56, metadata={"help": "pixels of each region crop of a grounded prompt"})
     region_boxes: bool = field(default=True, metadata={"help": "write each region's 0-1000 box in a grounded prompt"})
+    perception_steps: int = field(default=0, metadata={
+        "help": "steps of the one-crop perception warm-up before the cold start (embedrl.train.perception); "
+                "0 = none: a pretrained Reasoner already sees"})
+    grounding_steps: int = field(default=0, metadata={
+        "help": "steps on the grounding question alone, after the perception warm-up and before the cold start"})
+    grounding_copies: int = field(default=0, metadata={
+        "help": "copies of the grounding examples (which region carries the detail?) mixed into the cold start"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
@@ -40,6 +52,13 @@ class SFTStageConfig(trl.SFTConfig):
         self.remove_unused_columns = False  # the images column feeds the collator
         self.logging_nan_inf_filter = False  # a NaN loss must stop the stage, not be averaged away
         self.reasoner_prompt()  # validates the prompt settings
+        counts = {"perception_steps": self.perception_steps, "grounding_steps": self.grounding_steps,
+                  "grounding_copies": self.grounding_copies}
+        if min(counts.values()) < 0:
+            raise ValueError(f"sft: {counts}: each must be >= 0")
+        if (self.grounding_steps or self.grounding_copies) and not self.grounded:
+            raise ValueError("sft.grounding_steps and sft.grounding_copies need sft.grounded: true "
+                             "(the answer is a region mark)")
         self.dataset_kwargs = {"skip_prepare_dataset": True}
         super().__post_init__()
 
@@ -76,7 +95,6 @@ class SFTResult:
 
 
 def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path, config: SFTStageConfig) -> SFTResult:
-    import datasets
     import torch
 
     from embedrl.models.factory import load_model
@@ -84,14 +102,15 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
     started = time.perf_counter()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    examples = sft_examples(data_root, prompt=config.reasoner_prompt())
-    dataset = datasets.Dataset.from_list(examples)
+    prompt = config.reasoner_prompt()
     model, processor = load_model(model_dir)
-    config.output_dir = str(Path(out_dir) / "checkpoints")
-    trainer = trl.SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
-                             callbacks=[completion_marker("sft_cold_start", train_log=Path(out_dir) / "train_log.jsonl")])
-    resume = resume_point(config.output_dir)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if config.perception_steps or config.grounding_steps:
+        model = _perception_warmup(model, processor, data_root, Path(out_dir) / "perception", config)
+    examples = sft_examples(data_root, prompt=prompt)
+    if config.grounding_copies:
+        examples += grounding_examples(data_root, prompt) * config.grounding_copies
+        random.Random(config.seed).shuffle(examples)
+    trainer = _train(model, processor, examples, config, Path(out_dir), "sft_cold_start")
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     final = Path(out_dir) / "model"
     trainer.save_model(str(final))
@@ -100,10 +119,56 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
     return SFTResult(Path(out_dir), losses, time.perf_counter() - started)
 
 
+def _train(model, processor, examples: list[dict], config: SFTStageConfig, out_dir: Path, stage: str):
+    """trl's SFTTrainer on `examples`, checkpointing under out_dir/checkpoints (resumed after a kill)."""
+    import datasets
+
+    config.output_dir = str(out_dir / "checkpoints")
+    trainer = trl.SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(examples),
+                             processing_class=processor,
+                             callbacks=[completion_marker(stage, train_log=out_dir / "train_log.jsonl")])
+    resume = resume_point(config.output_dir)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return trainer
+
+
+def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTStageConfig):
+    """The perception curriculum before the cold start: the one-crop detail question for
+    `perception_steps`, then the grounding question alone for `grounding_steps`; kept in out_dir/model."""
+    from embedrl.models.factory import load_model
+
+    done = out_dir / "model"
+    if (done / PERCEPTION_DONE).exists():  # a rerun after a kill in the cold start: warm-up already done
+        log.info("perception warm-up: reusing %s", done)
+        return load_model(done)[0]
+    prompt = config.reasoner_prompt()
+    phases = [("detail", config.perception_steps, lambda: detail_examples(data_root, prompt, seed=config.seed)),
+              ("grounding", config.grounding_steps, lambda: grounding_examples(data_root, prompt))]
+    record = {}
+    for name, steps, build in phases:
+        if not steps:
+            continue
+        examples = build()
+        phase = dataclasses.replace(config, max_steps=steps, perception_steps=0, grounding_steps=0,
+                                    grounding_copies=0)
+        trainer = _train(model, processor, examples, phase, out_dir / name, f"perception_{name}")
+        model = trainer.model
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        record[name] = {"steps": steps, "examples": len(examples), "losses": losses}
+        log.info("perception warm-up (%s): %d steps on %d examples, loss %.3f -> %.3f", name, steps, len(examples),
+                 losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"))
+    trainer.save_model(str(done))
+    processor.save_pretrained(str(done))
+    (done / PERCEPTION_DONE).write_text(json.dumps(record) + "\n")
+    return model
+
+
 def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: int) -> None:
     base = Path(base_dir) / "embedrl.json"
     meta = json.loads(base.read_text()) if base.exists() else {}
     meta["role"] = "reasoner"
-    meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples}
+    meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples,
+                     "perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
+                     "grounding_copies": config.grounding_copies}
     meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -1,0 +1,121 @@
+"""Perception curriculum for a Reasoner built from scratch (the tiny profile).
+
+The paper's Reasoner is a pretrained Qwen3-VL: it already sees small details and can point at the
+region that holds one. The tiny Reasoner starts from random weights, and its SFT cold start on teacher
+traces never learns to look at the region crops (measured: docs/STATUS.md, issue 3). This module
+stands in for that pretraining with two kinds of examples drawn from the training split's scene
+annotations (objects with boxes and a `detail`, e.g. MiniMMEB's dot), never from the RL or eval split:
+
+- detail: one region crop alone, "Does it carry a dot?" -> "yes" / "no" (one crop with the detail and
+  one without, per image). Trained first, on its own, for `SFTStageConfig.perception_steps` steps: the
+  loss sits at chance for a couple of hundred steps before the model starts reading the crop.
+- grounding: the Reasoner's own grounded prompt with the question "Which region carries the dot?" ->
+  "#k". Mixed into the cold start (`SFTStageConfig.grounding_copies`) so that the mark the trace names
+  is bound to what the crops show.
+
+Images whose scene does not have exactly one object with the detail give no example (counted, logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedrl.data.sides import MediaStore, SideRef
+from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, side_regions
+from embedrl.tcot.regions import region_crops
+from embedrl.train.embedder import load_pairs
+
+log = logging.getLogger(__name__)
+
+DETAIL_QUESTION = "Does it carry a {detail}?"
+GROUNDING_QUESTION = "Which region carries the {detail}?"
+
+
+@dataclass(frozen=True)
+class DetailImage:
+    """An image side whose scene marks exactly one of its regions with a detail."""
+
+    ref: SideRef
+    detail: str
+    mark: int  # 1-based index of the region with the detail
+
+
+def detail_images(data_root: str | Path, split: str = "train") -> Iterator[DetailImage]:
+    """Each distinct image of the split with exactly one detailed object among its listed regions."""
+    seen: set[str] = set()
+    skipped = 0
+    for pairs in load_pairs(data_root, split).values():
+        for pair in pairs:
+            for ref in (pair.query, pair.positive):
+                scene = ref.scene or {}
+                if ref.media_kind != "image" or scene.get("type") != "image" or ref.media_path in seen:
+                    continue
+                seen.add(ref.media_path)
+                found = _single_detail(scene)
+                if found is None:
+                    skipped += 1
+                    continue
+                yield DetailImage(ref, *found)
+    if skipped:
+        log.info("perception examples: %d images of split %s have no single detailed object", skipped, split)
+
+
+def _single_detail(scene: dict) -> tuple[str, int] | None:
+    from embedrl.tcot.regions import MAX_REGIONS
+
+    objects = scene.get("objects", [])[:MAX_REGIONS]
+    marked = [(index, o["detail"]) for index, o in enumerate(objects, 1) if o.get("detail")]
+    if len(marked) != 1:
+        return None
+    mark, detail = marked[0]
+    return detail, mark
+
+
+def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
+                    split: str = "train") -> list[dict]:
+    """One crop with the detail ("yes") and one random crop without ("no") per image, shuffled."""
+    store = MediaStore(data_root)
+    rng = random.Random(seed)
+    examples = []
+    for image in detail_images(data_root, split):
+        regions = side_regions(image.ref, prompt) or _all_regions(image.ref)
+        crops = region_crops(store.load(image.ref)[0], regions, prompt.region_size)
+        plain = [crop for index, crop in enumerate(crops, 1) if index != image.mark]
+        question = DETAIL_QUESTION.format(detail=image.detail)
+        examples.append(_example([{"type": "image"}], question, "yes", [crops[image.mark - 1]]))
+        if plain:
+            examples.append(_example([{"type": "image"}], question, "no", [rng.choice(plain)]))
+    rng.shuffle(examples)
+    return examples
+
+
+def _all_regions(ref: SideRef):
+    from embedrl.tcot.regions import region_proposals
+
+    return region_proposals(ref.scene)
+
+
+def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: str = "train") -> list[dict]:
+    """The grounded query prompt with the question which region carries the detail -> "#k"."""
+    if not prompt.grounded:
+        raise ValueError("grounding examples need a grounded Reasoner prompt (sft.grounded: true): "
+                         "the answer is a region mark")
+    store = MediaStore(data_root)
+    examples = []
+    for image in detail_images(data_root, split):
+        content = list(reasoner_messages(image.ref, "query", prompt)[-1]["content"])
+        content[-1] = {"type": "text", "text": "\n" + GROUNDING_QUESTION.format(detail=image.detail)}
+        examples.append({"prompt": [{"role": "user", "content": content}],
+                         "completion": [{"role": "assistant", "content": f"#{image.mark}"}],
+                         "images": reasoner_images(image.ref, store, prompt)})
+    return examples
+
+
+def _example(media: list[dict], question: str, answer: str, images: list) -> dict:
+    return {"prompt": [{"role": "user", "content": media + [{"type": "text", "text": question}]}],
+            "completion": [{"role": "assistant", "content": answer}],
+            "images": images}

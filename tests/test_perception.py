@@ -1,0 +1,107 @@
+"""The perception curriculum of the tiny Reasoner (embedrl.train.perception) and its place in SFT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import MICRO_PROFILE
+
+from embedrl.config import build_config
+from embedrl.data.sides import MediaStore
+from embedrl.models.reasoner import ReasonerPrompt, side_regions
+from embedrl.tcot.regions import region_crops
+from embedrl.train.perception import (
+    _single_detail,
+    detail_examples,
+    detail_images,
+    grounding_examples,
+)
+from embedrl.train.sft import PERCEPTION_DONE, SFTStageConfig, sft_examples, train_sft
+
+PROMPT = ReasonerPrompt("short", 112, 56, True, 56, False)
+
+
+def _answer(example) -> str:
+    return example["completion"][0]["content"]
+
+
+def test_detail_images_point_at_the_one_dotted_object(prepared_small):
+    images = list(detail_images(prepared_small))
+    assert len(images) > 20
+    for image in images:
+        objects = image.ref.scene["objects"]
+        assert objects[image.mark - 1]["detail"] == image.detail == "dot"
+        assert sum(bool(o.get("detail")) for o in objects) == 1
+    assert len({image.ref.media_path for image in images}) == len(images)  # each image once
+
+
+def test_scenes_without_a_single_detail_give_no_example():
+    def obj(detail):
+        return {"detail": detail}
+
+    assert _single_detail({"objects": [obj(None), obj("dot"), obj(None)]}) == ("dot", 2)
+    assert _single_detail({"objects": [obj("dot"), obj("dot")]}) is None
+    assert _single_detail({"objects": [obj(None)]}) is None
+
+
+def test_detail_examples_pair_the_dotted_crop_with_a_plain_one(prepared_small):
+    examples = detail_examples(prepared_small, PROMPT, seed=0)
+    answers = [_answer(e) for e in examples]
+    assert set(answers) == {"yes", "no"}
+    assert abs(answers.count("yes") - answers.count("no")) <= answers.count("yes") * 0.05
+    for example in examples:
+        assert len(example["images"]) == 1 and example["images"][0].size == (56, 56)
+        assert example["prompt"][0]["content"][-1]["text"] == "Does it carry a dot?"
+    # the "yes" crop is the crop of the dotted region
+    first = next(detail_images(prepared_small))
+    crops = region_crops(MediaStore(prepared_small).load(first.ref)[0], side_regions(first.ref, PROMPT), 56)
+    dotted = np.asarray(crops[first.mark - 1])
+    assert any(_answer(e) == "yes" and np.array_equal(np.asarray(e["images"][0]), dotted) for e in examples)
+    assert detail_examples(prepared_small, PROMPT, seed=0)[0]["completion"] == examples[0]["completion"]
+
+
+def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
+    examples = grounding_examples(prepared_small, PROMPT)
+    images = list(detail_images(prepared_small))
+    assert len(examples) == len(images)
+    for example, image in zip(examples, images, strict=True):
+        assert _answer(example) == f"#{image.mark}"
+        content = example["prompt"][0]["content"]
+        assert content[-1]["text"] == "\nWhich region carries the dot?"
+        n_regions = len(side_regions(image.ref, PROMPT))
+        assert len(example["images"]) == 1 + n_regions == sum(p["type"] == "image" for p in content)
+    with pytest.raises(ValueError, match="grounded"):
+        grounding_examples(prepared_small, ReasonerPrompt())
+
+
+def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
+    with pytest.raises(ValueError, match="grounded"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounded=False,
+                     grounding_copies=1)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_steps=-1)
+
+
+@pytest.mark.timeout(600)
+def test_sft_runs_the_warm_up_first_and_reuses_it(prepared_small, tiny_models, tmp_path, caplog):
+    settings = {"max_steps": 4, "perception_steps": 6, "grounding_steps": 2, "grounding_copies": 1}
+    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
+    result = train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
+    marker = json.loads((tmp_path / "perception" / "model" / PERCEPTION_DONE).read_text())
+    assert marker["detail"]["steps"] == 6 and marker["detail"]["examples"] > 40
+    assert marker["grounding"]["steps"] == 2 and len(marker["grounding"]["losses"]) >= 1
+    for phase in ("detail", "grounding"):
+        assert (tmp_path / "perception" / phase / "train_log.jsonl").exists()
+    meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
+    assert meta["stage"]["perception_steps"] == 6 and meta["stage"]["grounding_steps"] == 2
+    assert meta["stage"]["grounding_copies"] == 1
+    prompt = config.reasoner_prompt()
+    assert meta["stage"]["examples"] == len(sft_examples(prepared_small, prompt=prompt)) + len(
+        grounding_examples(prepared_small, prompt))
+    # a second run in the same directory (a retry) keeps the finished warm-up
+    caplog.set_level("INFO", logger="embedrl.train.sft")
+    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
+    train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
+    assert any("reusing" in r.getMessage() for r in caplog.records)
