@@ -102,26 +102,65 @@ def _train_egrl(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from embedrl.config import EvalConfig, build_config
-    from embedrl.eval.evaluator import NoTrace, ReasonerTrace, StoredTrace, evaluate
+    from embedrl.eval.benchmarks import (
+        comparison_rows,
+        evaluate_benchmark,
+        reference_scores,
+        write_benchmark_files,
+    )
     from embedrl.eval.report import write_report
 
     config = build_config(EvalConfig, args.profile, "eval", **_stage_overrides(args, "max_queries", "cache_dir"))
+    source = _trace_source(args, config)
+    benchmark = args.benchmark or config.registry
+    out = Path(args.out)
+    result = evaluate_benchmark(args.data, args.embedder, source, benchmark=benchmark,
+                                task_names=args.tasks.split(",") if args.tasks else None,
+                                quarantine_dir=out if benchmark != "minimmeb" else None,
+                                batch_size=config.batch_size, max_queries=config.max_queries or None,
+                                cache_dir=config.cache_dir or None)
+    predictions = result.pop("predictions")
+    label = f"this run ({source.name})"
+    extra = {}
+    if result["benchmark"] in ("mmeb-v2", "uvrb"):
+        extra["Against published numbers"] = comparison_rows(result, reference_scores(result["benchmark"]),
+                                                              label=label)
+    paths = write_report(out, result, title=f"embedrl evaluation ({source.name}, {result['benchmark']})",
+                         predictions=predictions, extra_tables=extra)
+    paths.update(write_benchmark_files(out, result, model_name=Path(args.embedder).name, label=label))
+    print(_headline(source.name, result))
+    print(f"report: {paths['markdown']}")
+    return 0
+
+
+def _trace_source(args: argparse.Namespace, config):
+    from embedrl.eval.evaluator import NoTrace, ReasonerTrace, StoredTrace
+
     if args.reasoner:
         from embedrl.models.reasoner import Reasoner
 
-        source = ReasonerTrace(Reasoner.load(args.reasoner, max_new_tokens=config.max_new_tokens), args.variant or "reasoner_cot",
-                               batch_size=config.reasoner_batch_size, cache_dir=config.cache_dir or None)
-    elif args.variant in (None, "no_cot"):
-        source = NoTrace()
-    else:
-        source = StoredTrace({"teacher_cot": "teacher", "oracle_cot": "gold"}[args.variant], args.variant)
-    result = evaluate(args.data, args.embedder, source, registry=config.registry, batch_size=config.batch_size,
-                      max_queries=config.max_queries or None, cache_dir=config.cache_dir or None)
-    predictions = result.pop("predictions")
-    paths = write_report(args.out, result, title=f"embedrl evaluation ({source.name})", predictions=predictions)
-    print(f"{source.name}: overall {result['overall']:.1f} " + " ".join(f"{m} {v:.1f}" for m, v in result["by_modality"].items()))
-    print(f"report: {paths['markdown']}")
-    return 0
+        return ReasonerTrace(Reasoner.load(args.reasoner, max_new_tokens=config.max_new_tokens),
+                             args.variant or "reasoner_cot", batch_size=config.reasoner_batch_size,
+                             cache_dir=config.cache_dir or None)
+    if args.variant in (None, "no_cot"):
+        return NoTrace()
+    return StoredTrace({"teacher_cot": "teacher", "oracle_cot": "gold"}[args.variant], args.variant)
+
+
+def _headline(variant: str, result: dict) -> str:
+    """One line: the benchmark mean (or why there is none) and the per-modality means."""
+    coverage = result.get("coverage") or {}
+    uvrb = result.get("uvrb") or {}
+    parts = [f"{variant}:"]
+    if not coverage.get("complete", True):
+        parts.append(f"PARTIAL {coverage['n_evaluated']}/{coverage['n_expected']} {coverage['benchmark']} tasks "
+                     f"(benchmark mean not reported; {len(coverage['missing'])} missing)")
+    elif result.get("overall") is not None:
+        parts.append(f"overall {result['overall']:.1f}")
+    if uvrb.get("mean") is not None:
+        parts.append(f"uvrb {uvrb['mean']:.1f}")
+    parts += [f"{m} {v:.1f}" for m, v in result.get("by_modality", {}).items()]
+    return " ".join(parts)
 
 
 def _experiment_ablation(args: argparse.Namespace) -> int:
@@ -259,12 +298,18 @@ def _add_train_commands(commands: argparse._SubParsersAction) -> None:
 
 def _add_evaluate_command(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="tiny", help="profile name or YAML file")
-    p.add_argument("--data", help="prepared data set with an eval split")
+    p.add_argument("--benchmark", default=None, choices=["minimmeb", "mmeb-v2", "uvrb"],
+                   help="task registry (default: the profile's eval.registry, minimmeb); mmeb-v2 and uvrb read "
+                        "the official download layout and score the tasks the data root holds")
+    p.add_argument("--data", "--data-root", dest="data",
+                   help="data root: a prepared data set (minimmeb) or the folder the benchmark was downloaded to")
+    p.add_argument("--tasks", default=None, help="comma-separated task names: evaluate only these (a partial run)")
     p.add_argument("--embedder", help="Embedder directory")
     p.add_argument("--reasoner", default=None, help="Reasoner directory: it writes the T-CoTs")
     p.add_argument("--variant", default=None, choices=["no_cot", "teacher_cot", "oracle_cot", "sft_cot", "egrl_cot"],
                    help="trace source without --reasoner (no_cot, teacher_cot, oracle_cot); a label with it")
-    p.add_argument("--out", help="report directory (metrics.json, predictions.jsonl, report.md/html)")
+    p.add_argument("--out", help="report directory (metrics.json, predictions.jsonl, report.md/html, leaderboard.json, "
+                                 "comparison.md; quarantined records of mmeb-v2/uvrb)")
     p.add_argument("--max-queries", type=int, default=None, help="queries per task (smoke tests)")
     p.add_argument("--cache-dir", default=None,
                    help="keep Reasoner traces and Embedder vectors on disk here, keyed by model fingerprints")

@@ -372,13 +372,30 @@ def _read_file(
     root = Path(data_root) if data_root is not None else find_data_root(path)
     if kind is None:
         kind, rows = _detect_from_rows(path, rows)
-    result = ReadResult(source=source or display_source(path, root), kind=kind)
-    if kind is None:  # no row is a JSON object: every row is a bad line
-        checker_type: type[Record] = Record
-    else:
-        checker_type = _record_type(kind)
+    return _check_rows(
+        rows,
+        kind,
+        source=source or display_source(path, root),
+        data_root=root,
+        check_media=check_media,
+        max_text_chars=max_text_chars,
+    )
+
+
+def _check_rows(
+    rows: Iterable[tuple[int, Any]],
+    kind: str | None,
+    *,
+    source: str,
+    data_root: Path,
+    check_media: bool,
+    max_text_chars: int,
+) -> ReadResult:
+    result = ReadResult(source=source, kind=kind)
+    # kind None: no row is a JSON object, so every row is a bad line.
+    checker_type: type[Record] = Record if kind is None else _record_type(kind)
     checker = _RowChecker(
-        checker_type, result.source, root, decode_media=check_media, max_text_chars=max_text_chars
+        checker_type, result.source, data_root, decode_media=check_media, max_text_chars=max_text_chars
     )
     for index, raw in rows:
         result.total += 1
@@ -391,7 +408,29 @@ def _read_file(
     return result
 
 
-def _finish(results: Iterable[ReadResult], quarantine: str | os.PathLike[str] | None) -> None:
+def check_rows(
+    rows: Iterable[tuple[int, Any]],
+    kind: str,
+    *,
+    source: str,
+    data_root: str | os.PathLike[str],
+    check_media: bool = False,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+) -> ReadResult:
+    """Check rows already in memory, as `(index, row)` pairs, exactly as a reader checks the rows of a file.
+
+    For adapters that map another layout onto one of ours (`embedrl.data.official`): the rows then go
+    through the same validation, and a bad one is rejected naming `source`, its index and its field.
+    Nothing is logged or quarantined here: pass the result to `finish_reading`.
+    """
+    _record_type(kind)
+    return _check_rows(
+        rows, kind, source=source, data_root=Path(data_root), check_media=check_media,
+        max_text_chars=max_text_chars,
+    )
+
+
+def finish_reading(results: Iterable[ReadResult], quarantine: str | os.PathLike[str] | None) -> None:
     """Log what was rejected and write the quarantine file when one is asked for and anything was rejected."""
     results = list(results)
     rejected = [rej for result in results for rej in result.rejected]
@@ -428,7 +467,7 @@ def read_records(
     result = _read_file(
         path, kind, data_root=data_root, check_media=check_media, max_text_chars=max_text_chars
     )
-    _finish([result], quarantine)
+    finish_reading([result], quarantine)
     return result
 
 
@@ -442,7 +481,15 @@ def read_visdoc(
 ) -> VisDocData:
     """Read a visdoc directory; qrels must name known queries and pages, each query needs a qrel with score > 0."""
     tables = _read_tables(directory, VISDOC_FILES, data_root, check_media, max_text_chars)
-    data = VisDocData(*tables)
+    data = link_visdoc(*tables)
+    finish_reading(data.results, quarantine)
+    return data
+
+
+def link_visdoc(queries: ReadResult, corpus: ReadResult, qrels: ReadResult) -> VisDocData:
+    """The three visdoc tables checked against each other: dangling qrels and queries without a relevant
+    page are rejected (see `read_visdoc`)."""
+    data = VisDocData(queries, corpus, qrels)
     _link_tables(
         data.queries,
         data.corpus,
@@ -452,7 +499,6 @@ def read_visdoc(
         is_relevant=lambda qrel: qrel.score > 0,  # type: ignore[attr-defined]
         no_relevant="no relevant page: no qrel with score > 0",
     )
-    _finish(data.results, quarantine)
     return data
 
 
@@ -466,7 +512,15 @@ def read_uvrb(
 ) -> UVRBData:
     """Read a uvrb directory; instances must name known queries and videos, each query needs an instance."""
     tables = _read_tables(directory, UVRB_FILES, data_root, check_media, max_text_chars)
-    data = UVRBData(*tables)
+    data = link_uvrb(*tables)
+    finish_reading(data.results, quarantine)
+    return data
+
+
+def link_uvrb(queries: ReadResult, corpus: ReadResult, instances: ReadResult) -> UVRBData:
+    """The three uvrb tables checked against each other: dangling instances and queries without one are
+    rejected (see `read_uvrb`)."""
+    data = UVRBData(queries, corpus, instances)
     _link_tables(
         data.queries,
         data.corpus,
@@ -476,7 +530,6 @@ def read_uvrb(
         is_relevant=lambda instance: True,
         no_relevant="no relevant video: no instance",
     )
-    _finish(data.results, quarantine)
     return data
 
 

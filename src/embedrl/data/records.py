@@ -353,11 +353,13 @@ class MMEBEvalRow(Record):
         refs = [MediaRef("qry_img_path", self.qry_img_path, "any")] if self.qry_img_path else []
         return refs + [MediaRef(f"tgt_img_path[{i}]", p, "any") for i, p in enumerate(self.tgt_img_path) if p]
 
+    MIN_CANDIDATES: ClassVar[int] = 2  # a local list needs a positive and a negative
+
     def _field_checks(self) -> list[FieldError]:
         n = len(self.tgt_text)
         errors = []
-        if n < 2:
-            errors.append(FieldError("tgt_text", f"{n} candidate(s); at least 2 are needed"))
+        if n < self.MIN_CANDIDATES:
+            errors.append(FieldError("tgt_text", f"{n} candidate(s); at least {self.MIN_CANDIDATES} are needed"))
         if len(self.tgt_img_path) != n:
             errors.append(
                 FieldError("tgt_img_path", f"{len(self.tgt_img_path)} paths for {n} candidates in tgt_text")
@@ -395,6 +397,14 @@ class MMEBEvalRow(Record):
         if not any(v > 0 for v in rel):
             return [FieldError("tgt_relevance", "no positive candidate: every value is 0")]
         return []
+
+
+class MMEBEvalPoolRow(MMEBEvalRow):
+    """An evaluation query of a task with a global pool (MMEB-V2 `eval_type: global`): its candidates
+    join the pool of every row, so one candidate (its positive) is enough; the first is the positive."""
+
+    KIND: ClassVar[str] = "mmeb_eval_pool"
+    MIN_CANDIDATES: ClassVar[int] = 1
 
 
 # -------------------------------------------------------------------------------------- VisDoc
@@ -451,7 +461,8 @@ class VisDocQrel(Record):
 
 # ---------------------------------------------------------------------------------------- UVRB
 class UVRBQuery(Record):
-    """A video retrieval query (`queries.jsonl`); text, an optional frames directory, or both."""
+    """A video retrieval query (`queries.jsonl`): text, and at most one medium, a frames directory
+    (`video_path`) or an image (`image_path`, for image-to-video and text+image composed queries)."""
 
     KIND: ClassVar[str] = "uvrb_query"
     ID_FIELD: ClassVar[str | None] = "qid"
@@ -462,14 +473,20 @@ class UVRBQuery(Record):
     qid: StrictStr
     text: StrictStr
     video_path: OptStr = ""
+    image_path: OptStr = ""
 
     def media_refs(self) -> list[MediaRef]:
-        return [MediaRef("video_path", self.video_path, "frames")] if self.video_path else []
+        refs = [MediaRef("video_path", self.video_path, "frames")] if self.video_path else []
+        return refs + ([MediaRef("image_path", self.image_path, "image")] if self.image_path else [])
 
     def _field_checks(self) -> list[FieldError]:
-        if self.text or self.video_path:
+        if self.video_path and self.image_path:
+            return [FieldError("image_path", "a query holds one medium: video_path and image_path are both set")]
+        if self.text or self.video_path or self.image_path:
             return []
-        return [FieldError("text", "the query has neither text nor media (text and video_path are empty)")]
+        return [
+            FieldError("text", "the query has neither text nor media (text, video_path and image_path are empty)")
+        ]
 
 
 class UVRBCorpusItem(Record):
@@ -511,6 +528,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
     for cls in (
         MMEBTrainRow,
         MMEBEvalRow,
+        MMEBEvalPoolRow,
         VisDocQuery,
         VisDocPage,
         VisDocQrel,

@@ -47,11 +47,33 @@ class SideRef:
         return " ".join(text.split())
 
 
-class MediaStore:
-    """Loads images and frame lists under a data root, with a bounded cache."""
+def uniform_frame_indices(n_frames: int, n_wanted: int) -> list[int]:
+    """Indices of `n_wanted` frames spread evenly over `n_frames` (first and last included); all when fewer.
 
-    def __init__(self, root: str | Path, cache_size: int = 4096):
+    Index i is floor(i * (n_frames - 1) / (n_wanted - 1)), the usual "8 uniformly sampled frames" of
+    MMEB-V2 and UVRB, applied to the frames a video's directory holds.
+    """
+    if n_wanted < 1:
+        raise ValueError(f"n_wanted must be >= 1, got {n_wanted}")
+    if n_frames <= n_wanted:
+        return list(range(n_frames))
+    if n_wanted == 1:
+        return [0]
+    return [i * (n_frames - 1) // (n_wanted - 1) for i in range(n_wanted)]
+
+
+class MediaStore:
+    """Loads images and frame lists under a data root, with a bounded cache.
+
+    `frames_per_video`: keep that many frames of a longer frames directory, evenly spaced
+    (`uniform_frame_indices`); None keeps every frame.
+    """
+
+    def __init__(self, root: str | Path, cache_size: int = 4096, *, frames_per_video: int | None = None):
+        if frames_per_video is not None and frames_per_video < 1:
+            raise ValueError(f"frames_per_video must be >= 1 or None, got {frames_per_video}")
         self.root = Path(root)
+        self.frames_per_video = frames_per_video
         self._load = functools.lru_cache(maxsize=cache_size)(self._load_uncached)
 
     def _load_uncached(self, rel_path: str) -> tuple[Image.Image, ...]:
@@ -61,6 +83,8 @@ class MediaStore:
         frames = frame_paths(path)
         if not frames:  # a clip of no frames would reach the models as a text side
             raise MediaPathError(rel_path, "frames directory has no image frames")
+        if self.frames_per_video is not None:
+            frames = [frames[i] for i in uniform_frame_indices(len(frames), self.frames_per_video)]
         return tuple(_load_frame(rel_path, frame) for frame in frames)
 
     def load(self, ref: SideRef) -> list[Image.Image]:

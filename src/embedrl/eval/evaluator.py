@@ -138,15 +138,49 @@ def _item(cache: dict, ref: SideRef, role: str, stored: dict[str, str]) -> Item:
     return cache[key]
 
 
-def load_task(root: Path, task) -> TaskData:
+def load_task(root: Path, task, *, quarantine_dir: str | Path | None = None) -> TaskData:
     """Rows of one eval task as queries x (shared) candidates with relevance.
 
-    Bad records are quarantined in `<root>/<task>.eval_quarantine.jsonl` and counted (`n_rejected`); a
-    task left without a valid query or candidate raises DataFormatError: it cannot be scored.
+    The task's `layout` picks the reader: our formats (`embedrl.data.readers`) or the benchmark's
+    published layout (`embedrl.data.official`). Bad records are quarantined in
+    `<quarantine_dir or root>/<task>.eval_quarantine.jsonl` and counted (`n_rejected`); a task left
+    without a valid query or candidate raises DataFormatError: it cannot be scored.
     """
+    root = Path(root)
+    quarantine = Path(quarantine_dir or root) / f"{task.name}.eval_quarantine.jsonl"
     if task.kind == "mmeb_eval":
-        return _local_task(root, task)
-    return _global_task(root, task)
+        result = _read_eval_rows(root, task, quarantine)
+        _require_records(task, quarantine, result)
+        return _local_task(task, result)
+    data = _read_global_tables(root, task, quarantine)
+    _require_records(task, quarantine, data.results[0], data.results[1])
+    return _global_task(task, data)
+
+
+def _is_official(task) -> bool:
+    return getattr(task, "layout", "embedrl") == "official"
+
+
+def _read_eval_rows(root: Path, task, quarantine: Path):
+    from embedrl.data.official import read_official_eval
+    from embedrl.data.readers import read_records
+
+    if _is_official(task):
+        return read_official_eval(root / task.path, data_root=root, media_root=task.media_root,
+                                  instruction=task.instruction, pooled=task.candidates == "global",
+                                  quarantine=quarantine)
+    return read_records(root / task.path, "mmeb_eval", data_root=root, quarantine=quarantine)
+
+
+def _read_global_tables(root: Path, task, quarantine: Path):
+    from embedrl.data.official import read_official_uvrb, read_official_visdoc
+    from embedrl.data.readers import read_uvrb, read_visdoc
+
+    if _is_official(task):
+        reader = read_official_visdoc if task.kind == "visdoc" else read_official_uvrb
+        return reader(root / task.path, data_root=root, instruction=task.instruction, quarantine=quarantine)
+    reader = read_visdoc if task.kind == "visdoc" else read_uvrb
+    return reader(root / task.path, data_root=root, quarantine=quarantine)
 
 
 def _require_records(task, quarantine: Path, *results) -> None:
@@ -159,12 +193,8 @@ def _require_records(task, quarantine: Path, *results) -> None:
         raise DataFormatError(f"eval task {task.name!r} cannot be scored: no valid records in {where}{kept}")
 
 
-def _local_task(root: Path, task) -> TaskData:
-    from embedrl.data.readers import read_records
-
-    quarantine = root / f"{task.name}.eval_quarantine.jsonl"
-    result = read_records(root / task.path, "mmeb_eval", data_root=root, quarantine=quarantine)
-    _require_records(task, quarantine, result)
+def _local_task(task, result) -> TaskData:
+    """Rows that ship their candidates; `candidates: global` ranks each query against all of them."""
     cache: dict = {}
     queries, pools = [], []
     for record in result.records:
@@ -187,29 +217,23 @@ def _local_task(root: Path, task) -> TaskData:
         for item, r in zip(pool, relevance, strict=True):
             mask[q, index[id(item)]] = True
             rel[q, index[id(item)]] = max(rel[q, index[id(item)]], r)
-    return TaskData(task.name, queries, candidates, rel, mask, [r.record_id() for r in result.records],
-                    result.n_rejected)
+    pooled = getattr(task, "candidates", "local") == "global"
+    return TaskData(task.name, queries, candidates, rel, None if pooled else mask,
+                    [r.record_id() for r in result.records], result.n_rejected)
 
 
-def _global_task(root: Path, task) -> TaskData:
-    """visdoc / uvrb: every query against the whole pool, read through the validating readers."""
-    from embedrl.data.readers import read_uvrb, read_visdoc
-
-    quarantine = root / f"{task.name}.eval_quarantine.jsonl"
+def _global_task(task, data) -> TaskData:
+    """visdoc / uvrb: every query against the whole pool."""
     if task.kind == "visdoc":
-        data = read_visdoc(root / task.path, data_root=root, quarantine=quarantine)
         queries_raw, corpus_raw, links = data.queries.records, data.corpus.records, data.qrels.records
         qid, cid, text_key, media_key, score_key = "query-id", "corpus-id", "query", "image_path", "score"
     else:
-        data = read_uvrb(root / task.path, data_root=root, quarantine=quarantine)
         queries_raw, corpus_raw, links = data.queries.records, data.corpus.records, data.instances.records
         qid, cid, text_key, media_key, score_key = "qid", "cid", "text", "video_path", "relevance"
-    _require_records(task, quarantine, data.results[0], data.results[1])
     queries_raw = [r.to_dict() for r in queries_raw]
     corpus_raw = [r.to_dict() for r in corpus_raw]
     cache: dict = {}
-    queries = [_item(cache, SideRef(q[text_key], q.get("video_path") or "", {"type": "text"},
-                                    origin=f"{qid}={q[qid]} field=video_path"), "query",
+    queries = [_item(cache, _query_side(q, qid, text_key), "query",
                      {"teacher": q.get("tcot", ""), "gold": q.get("tcot_gold", "")}) for q in queries_raw]
     candidates = []
     for c in corpus_raw:
@@ -223,6 +247,13 @@ def _global_task(root: Path, task) -> TaskData:
     for link in (r.to_dict() for r in links):
         rel[q_index[link[qid]], c_index[link[cid]]] = link[score_key]
     return TaskData(task.name, queries, candidates, rel, None, [q[qid] for q in queries_raw], data.n_rejected)
+
+
+def _query_side(query: dict, id_field: str, text_field: str) -> SideRef:
+    """A global-pool query: its text and at most one medium (a frames folder, or an image for UVRB)."""
+    media_field = "image_path" if query.get("image_path") else "video_path"
+    return SideRef(query[text_field], query.get(media_field) or "", {"type": "text"},
+                   origin=f"{id_field}={query[id_field]} field={media_field}")
 
 
 # --------------------------------------------------------------------------------------- embedding
@@ -320,11 +351,14 @@ def _has_fine_evidence(scene: dict) -> bool:
 
 # ---------------------------------------------------------------------------------------- evaluate
 def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=None, registry: str = "minimmeb",
-             batch_size: int = 64, max_queries: int | None = None, cache_dir: str | Path | None = None) -> dict:
+             batch_size: int = 64, max_queries: int | None = None, cache_dir: str | Path | None = None,
+             frames_per_video: int | None = None, quarantine_dir: str | Path | None = None) -> dict:
     """Scores of `source`'s traces on every eval task; returns the aggregated result with predictions.
 
     Sides are pooled across tasks first: each unique side is traced once and each unique (side, trace)
     embedded once; `cache_dir` keeps the Embedder's vectors on disk under its fingerprint.
+    `frames_per_video` samples that many frames, evenly spaced, from longer videos (None: all frames);
+    `quarantine_dir` receives the rejected records (default: the data root).
     """
     from embedrl.eval.aggregate import aggregate
     from embedrl.eval.registry import tasks_for_data
@@ -336,12 +370,12 @@ def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=N
     vlm, processor = load_model(embedder_dir)
     inputs = EmbedderInputs(processor)
     embedder = Embedder(vlm, inputs.emb_id).eval().to(inference_device())
-    store = MediaStore(root)
+    store = MediaStore(root, frames_per_video=frames_per_video)
     vector_cache = EvalCache(cache_dir, "vectors", model_fingerprint(embedder_dir, memo_dir=cache_dir)) \
         if cache_dir else None
     loaded, rejected = [], {}
     for task in tasks:
-        data = load_task(root, task)
+        data = load_task(root, task, quarantine_dir=quarantine_dir)
         rejected[task.name] = data.n_rejected
         loaded.append((task, _truncate(data, max_queries) if max_queries else data))
     unique = {item.key: item for _, data in loaded for item in data.queries + data.candidates}
@@ -358,6 +392,7 @@ def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=N
     summary["variant"] = source.name
     summary["trace_stats"] = _merge_stats(results)
     summary["rejected_records"] = rejected  # per task, quarantined beside the data (see load_task)
+    summary["n_queries"] = {r.name: r.n_queries for r in results}
     summary["unique_sides"] = len(items)
     summary["seconds"] = time.perf_counter() - started
     summary["predictions"] = [p for r in results for p in r.predictions]

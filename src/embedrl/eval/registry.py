@@ -11,6 +11,11 @@ A registry is a flat YAML file, one per benchmark; packaged ones live in
 The registry says how a task is scored; the data set's `manifest.json` says which tasks a given build
 holds and where. `tasks_for_data` joins the two and fails loudly on any disagreement, so that a task is
 never skipped, or scored with the wrong metric, without anyone noticing.
+
+A registry of `layout: official` (MMEB-V2, UVRB) describes data as the benchmark's authors publish it:
+no manifest, each task at its registry `path` under the data root, read by `embedrl.data.official`
+(see `embedrl.eval.benchmarks.discover_tasks`). Such a task may also name a `media_root` (the folder
+its media paths are relative to) and an `instruction` (prefixed to queries that carry none).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import yaml
 __all__ = [
     "CANDIDATE_MODES",
     "KINDS",
+    "LAYOUTS",
     "METRICS",
     "MODALITIES",
     "EvalTask",
@@ -47,11 +53,13 @@ MODALITIES = ("image", "video", "visdoc")
 METRICS = ("hit@1", "ndcg@5", "recall@1", "recall@10", "precision@1")
 CANDIDATE_MODES = ("local", "global")
 KINDS = ("mmeb_eval", "visdoc", "uvrb")
+LAYOUTS = ("embedrl", "official")  # our documented formats (with manifest.json), or the benchmark's own
 # Which modalities each data format can carry; a mismatch is a typo, not a new kind of task.
 _KIND_MODALITIES = {"mmeb_eval": ("image", "video"), "visdoc": ("visdoc",), "uvrb": ("video",)}
 
-_YAML_TOP_KEYS = ("benchmark", "tasks")
-_YAML_TASK_KEYS = ("name", "modality", "meta_task", "metric", "candidates", "kind", "path")
+_YAML_TOP_KEYS = ("benchmark", "tasks", "layout")
+_YAML_TASK_KEYS = ("name", "modality", "meta_task", "metric", "candidates", "kind", "path", "media_root",
+                   "instruction")
 _YAML_REQUIRED_TASK_KEYS = ("name", "modality", "meta_task", "metric", "candidates", "kind")
 # Fields a data set's manifest may also state; they must agree with the registry.
 _MANIFEST_CHECKED_FIELDS = ("modality", "meta_task", "metric", "candidates", "kind")
@@ -72,6 +80,11 @@ class EvalTask:
     path: the task's data, relative to the data root; may be empty in a registry and is then filled
         from the data set's manifest (see `tasks_for_data`).
     benchmark: the registry the task comes from, e.g. "minimmeb".
+    layout: "embedrl" (the formats of docs/data-formats.md, listed in a manifest) or "official" (the
+        benchmark's published layout, read by `embedrl.data.official`); set by the registry.
+    media_root: folder, relative to the data root, that the task's media paths are relative to
+        ("" = the data root for image/video rows, the task folder for visdoc/uvrb).
+    instruction: prefixed to every query text of an official-layout task ("" = none).
     """
 
     name: str
@@ -82,6 +95,9 @@ class EvalTask:
     kind: str
     path: str = ""
     benchmark: str = ""
+    layout: str = "embedrl"
+    media_root: str = ""
+    instruction: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.strip():
@@ -99,6 +115,7 @@ class EvalTask:
         self._check_choice("metric", METRICS)
         self._check_choice("candidates", CANDIDATE_MODES)
         self._check_choice("kind", KINDS)
+        self._check_choice("layout", LAYOUTS)
         if not self.meta_task.strip():
             raise ValueError(f"eval task {self.name!r}: field 'meta_task' must not be empty")
         if self.modality not in _KIND_MODALITIES[self.kind]:
@@ -106,11 +123,13 @@ class EvalTask:
                 f"eval task {self.name!r}: kind {self.kind!r} does not go with modality {self.modality!r}; "
                 f"kind {self.kind!r} allows modality {' or '.join(map(repr, _KIND_MODALITIES[self.kind]))}"
             )
-        if self.path and not _is_relative_inside(self.path):
-            raise ValueError(
-                f"eval task {self.name!r}: field 'path' must be relative to the data root and stay inside it, "
-                f"got {self.path!r}"
-            )
+        for field_name in ("path", "media_root"):
+            value = getattr(self, field_name)
+            if value and not _is_relative_inside(value):
+                raise ValueError(
+                    f"eval task {self.name!r}: field {field_name!r} must be relative to the data root and stay "
+                    f"inside it, got {value!r}"
+                )
 
     def _check_choice(self, field_name: str, allowed: tuple[str, ...]) -> None:
         value = getattr(self, field_name)
@@ -240,11 +259,11 @@ def load_registry(name_or_path: str | os.PathLike[str]) -> TaskRegistry:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"{source}: not valid YAML: {exc}") from None
-    benchmark, entries = _check_document(document, source)
+    benchmark, entries, layout = _check_document(document, source)
     registry = TaskRegistry(name=benchmark, source=source)
     for index, entry in enumerate(entries):
         where = f"{source}: tasks[{index}]"
-        registry.register(_task_from_entry(entry, benchmark, where), source=where)
+        registry.register(_task_from_entry(entry, benchmark, where, layout), source=where)
     return registry
 
 
@@ -275,7 +294,7 @@ def _read_registry_text(name_or_path: str | os.PathLike[str]) -> tuple[str, str]
     return resource.read_text(encoding="utf-8"), f"embedrl/eval/tasks/{name_or_path}.yaml"
 
 
-def _check_document(document: Any, source: str) -> tuple[str, list[Any]]:
+def _check_document(document: Any, source: str) -> tuple[str, list[Any], str]:
     if not isinstance(document, dict):
         raise ValueError(f"{source}: a task registry is a mapping with keys {', '.join(_YAML_TOP_KEYS)}")
     unknown = [k for k in document if k not in _YAML_TOP_KEYS]
@@ -290,10 +309,13 @@ def _check_document(document: Any, source: str) -> tuple[str, list[Any]]:
     entries = document.get("tasks")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{source}: 'tasks' must be a non-empty list of task mappings, got {entries!r}")
-    return benchmark, entries
+    layout = document.get("layout", "embedrl")
+    if layout not in LAYOUTS:
+        raise ValueError(f"{source}: 'layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    return benchmark, entries, layout
 
 
-def _task_from_entry(entry: Any, benchmark: str, where: str) -> EvalTask:
+def _task_from_entry(entry: Any, benchmark: str, where: str, layout: str = "embedrl") -> EvalTask:
     if not isinstance(entry, dict):
         raise ValueError(
             f"{where}: each task is a mapping with keys {', '.join(_YAML_TASK_KEYS)}, got {entry!r}"
@@ -308,7 +330,7 @@ def _task_from_entry(entry: Any, benchmark: str, where: str) -> EvalTask:
     if missing:
         raise ValueError(f"{label}: missing key(s) {', '.join(missing)}")
     try:
-        return EvalTask(**entry, benchmark=benchmark)
+        return EvalTask(**entry, benchmark=benchmark, layout=layout)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
 

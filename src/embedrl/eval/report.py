@@ -158,9 +158,12 @@ def _report_tables(result: Mapping[str, Any]) -> list[_Table]:
     uvrb = result.get("uvrb")
     if uvrb:
         rows = [_task_row(name, row) for name, row in uvrb["tasks"].items()]
+        mean = _format_cell(uvrb["mean"], ".1f")
+        if uvrb["mean"] is None and uvrb.get("mean_partial") is not None:
+            mean = f"{_format_cell(uvrb['mean_partial'], '.1f')} (partial run)"
         note = (
             f"UVRB-style tasks, reported apart: not part of the overall score. "
-            f"Mean over {_count(uvrb.get('n_tasks', len(rows)))}: {_format_cell(uvrb['mean'], '.1f')}"
+            f"Mean over {_count(uvrb.get('n_tasks', len(rows)))}: {mean}"
         )
         tables.append(_Table("UVRB", rows, _TASK_COLUMNS, note))
     return tables
@@ -237,7 +240,19 @@ def _format_cell(value: Any, floatfmt: str) -> str:
     return str(value)
 
 
+def _first_not_none(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
 def _overall_sentence(result: Mapping[str, Any]) -> tuple[str, str]:
+    coverage = result.get("coverage") or {}
+    if not coverage.get("complete", True):
+        return (
+            f"Overall: not reported, partial run ({coverage.get('n_evaluated')} of {coverage.get('n_expected')} "
+            f"{coverage.get('benchmark', '')} tasks; see the coverage in metrics.json). Mean over the tasks present: ",
+            _format_cell(_first_not_none(result.get("overall_partial"), (result.get("uvrb") or {}).get("mean_partial")),
+                         ".1f"),
+        )
     if result["overall"] is None:
         return "Overall: no MMEB-style tasks were scored", ""
     n_tasks = result.get("n_tasks", len(result["tasks"]))
