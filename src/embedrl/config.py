@@ -44,7 +44,12 @@ class EmbedderTrainConfig:
         "draw the trace variant once per step for the whole batch (`batch`) or per pair (`pair`). Per batch, "
         "raw steps have only raw negatives, so the pixels must separate them (per pair, raw sides of a tiny "
         "Embedder collapse to one point and it matches through the trace text alone)", "batch")
-    dataset_weights: dict[str, float] = _help("per-subset sampling weight (x size); missing = 1", dict)
+    dataset_weights: dict[str, float] = _help(
+        "per-subset sampling weight (x size); missing = the mix's weight, else 1", dict)
+    data_mix: str = _help(
+        "training mix: a packaged mix (paper, vlm2vec-v2) or a YAML path, naming the sets with their weights "
+        "and caps (embedrl.data.mmeb_train); '' = every train task of the manifest, weighted by dataset_weights",
+        "")
     gradient_checkpointing: bool = _help("recompute activations in the backward pass (GPU memory)", True)
     grad_cache_chunk_size: int = _help(
         "gradient caching (GradCache): embed each rank's queries and targets in chunks of this many sides, "
@@ -67,6 +72,10 @@ class EmbedderTrainConfig:
             raise ValueError("EmbedderTrainConfig: set epochs > 0 or max_steps > 0")
         if self.variant_per not in ("batch", "pair"):
             raise ValueError(f"EmbedderTrainConfig.variant_per={self.variant_per!r}: expected 'batch' or 'pair'")
+        if self.data_mix:
+            from embedrl.data.mmeb_train import load_mix
+
+            load_mix(self.data_mix)  # an unknown or malformed mix fails here, before any model is loaded
         unknown = set(self.evidence_mix) - {"raw", "teacher", "blind", "gold"}
         if unknown or not self.evidence_mix or min(self.evidence_mix.values()) < 0:
             raise ValueError(f"EmbedderTrainConfig.evidence_mix={self.evidence_mix}: keys raw, teacher, blind, gold; "

@@ -216,18 +216,12 @@ def save_model_dir(model: Any, processor: Any, out_dir: Path, *, spec: ModelSpec
 
 def _load_pretrained_for_spec(spec: ModelSpec) -> tuple[Any, Any]:
     """Load a pretrained source and add the project's tokens (`<emb>`, T-CoT tags) to its tokenizer."""
-    from tokenizers import AddedToken
-
     model, processor = load_model(spec.source, trust_remote_code=spec.trust_remote_code, dtype=spec.dtype)
     if model.config.model_type != spec.arch:
         raise ValueError(
             f"ModelSpec({spec.role!r}).arch={spec.arch!r} but {spec.source} is a {model.config.model_type!r} model"
         )
-    tokenizer = processor.tokenizer
-    tokenizer.add_tokens([AddedToken(EMB_TOKEN, special=True, normalized=False)], special_tokens=True)
-    tokenizer.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in TCOT_TAGS])
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    add_project_tokens(model, processor.tokenizer)
     if spec.image_min_pixels or spec.image_max_pixels:
         size = dict(processor.image_processor.size)
         if spec.image_min_pixels:
@@ -236,6 +230,20 @@ def _load_pretrained_for_spec(spec: ModelSpec) -> tuple[Any, Any]:
             size["longest_edge"] = spec.image_max_pixels
         processor.image_processor.size = size
     return model, processor
+
+
+def add_project_tokens(model: Any, tokenizer: Any) -> None:
+    """Add `<emb>` (special) and the T-CoT tags to a pretrained tokenizer; grow the embeddings only if needed.
+
+    A released Qwen-VL has spare embedding rows (vocab_size 151936 for 151669 tokens), so the new tokens
+    usually fit without resizing.
+    """
+    from tokenizers import AddedToken
+
+    tokenizer.add_tokens([AddedToken(EMB_TOKEN, special=True, normalized=False)], special_tokens=True)
+    tokenizer.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in TCOT_TAGS])
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
 
 
 def _millions(model: Any) -> float:

@@ -159,6 +159,64 @@ def build_tokenizer(
     return tokenizer
 
 
+def build_standin_tokenizer(
+    added_tokens: Sequence[tuple[int, str, bool]],
+    *,
+    base_vocab_size: int,
+    eos_token: str,
+    pad_token: str,
+) -> PreTrainedTokenizerBase:
+    """A tokenizer laid out like a released Qwen one, for a real architecture built offline.
+
+    `added_tokens` are the released tokenizer's added tokens as (id, content, special), with ids that follow
+    on from `base_vocab_size` (Qwen3: 151643 regular entries, then `<|endoftext|>` ... `</think>`). The stand-in
+    has the same added tokens at the same ids and the same length, so a model config's token ids, its
+    embedding rows and the id `<emb>` gets when the factory adds it are those of the real checkpoint. Its
+    regular vocabulary is the small BPE of `build_tokenizer`, padded with filler entries no merge produces:
+    how text splits into tokens is **not** the real tokenizer's. `<emb>` and the T-CoT tags are left out, as
+    in a released checkpoint (`embedrl.models.factory` adds them).
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    _check_added_ids(added_tokens, base_vocab_size)
+    trained, merges = train_bpe(training_corpus(), vocab_size=DEFAULT_VOCAB_SIZE - len(TCOT_TAGS))
+    regular = [token for token, _ in sorted(trained.items(), key=lambda item: item[1]) if token not in SPECIAL_TOKENS]
+    vocab = {token: index for index, token in enumerate(regular)}
+    vocab.update({f"<|standin_filler_{index}|>": index for index in range(len(regular), base_vocab_size)})
+    vocab.update({content: token_id for token_id, content, _ in added_tokens})
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=list(merges),
+        unk_token=None,
+        eos_token=eos_token,
+        pad_token=pad_token,
+        chat_template=CHAT_TEMPLATE,
+        extra_special_tokens={"image_token": IMAGE_PAD, "video_token": VIDEO_PAD,
+                              "vision_start_token": VISION_START, "vision_end_token": VISION_END},
+        model_max_length=32768,
+    )
+    tokenizer.add_tokens([AddedToken(content, special=special, normalized=False)
+                          for _, content, special in added_tokens])
+    for token_id, content, _ in added_tokens:  # adding must not have moved a token
+        if tokenizer.convert_tokens_to_ids(content) != token_id:
+            raise RuntimeError(f"stand-in tokenizer: {content!r} landed on id "
+                               f"{tokenizer.convert_tokens_to_ids(content)}, expected {token_id}")
+    return tokenizer
+
+
+def _check_added_ids(added_tokens: Sequence[tuple[int, str, bool]], base_vocab_size: int) -> None:
+    ids = [token_id for token_id, _, _ in added_tokens]
+    expected = list(range(base_vocab_size, base_vocab_size + len(ids)))
+    if ids != expected:
+        raise ValueError(f"added token ids {ids[:3]}...{ids[-1:]} must run from base_vocab_size={base_vocab_size} "
+                         f"without gaps, in order (a tokenizer gives added tokens the next free id)")
+    contents = [content for _, content, _ in added_tokens]
+    for needed in (IMAGE_PAD, VIDEO_PAD, VISION_START, VISION_END, IM_START, IM_END, ENDOFTEXT):
+        if needed not in contents:
+            raise ValueError(f"added tokens lack {needed!r}, which the chat template and the processors use")
+
+
 def emb_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The id of `<emb>`; raises if the tokenizer does not have it as a single token."""
     token_id = tokenizer.convert_tokens_to_ids(EMB_TOKEN)

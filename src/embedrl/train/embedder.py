@@ -3,7 +3,8 @@
 Each pair is seen with one trace variant (config.evidence_mix): raw input, the teacher's T-CoT, a
 *blind* T-CoT (evidence that is present but not the disambiguating one), or the gold T-CoT; the trace's
 boxes become crops and its key frames become frames that the Embedder sees after `</thinking>`. Every
-step's pairs come from one subset (probability proportional to weight x size); in-batch negatives are
+step's pairs come from one subset (probability proportional to weight x size; the sets, weights and caps of
+`config.data_mix`, embedrl.data.mmeb_train); in-batch negatives are
 gathered across ranks with gradients. With `grad_cache_chunk_size` the sides are embedded in chunks with
 gradient caching (embedrl.train.gradcache), so the batch is not bounded by memory. Runs in one process,
 under torchrun, or with DeepSpeed.
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 
 from embedrl.config import EmbedderTrainConfig, config_dict
-from embedrl.data.readers import iter_manifest_tasks, read_records
+from embedrl.data.mmeb_train import DataMix, load_mix, mix_tasks
+from embedrl.data.readers import iter_manifest_tasks, read_records, write_quarantine
 from embedrl.data.sides import MediaStore, SideRef, train_sides
 from embedrl.models.embedder import Embedder, EmbedderInputs, Side
 from embedrl.tcot import TCoT, TCoTFormatError, extract_evidence, parse
@@ -72,28 +74,44 @@ class EmbedderTrainResult:
 
 
 # -------------------------------------------------------------------------------------------- data
-def load_pairs(data_root: str | Path, split: str = "train", quarantine: str | Path | None = None) -> dict[str, list[Pair]]:
-    """Prepared pairs of a split by subset, read through the validating reader (bad rows quarantined)."""
+def load_pairs(data_root: str | Path, split: str = "train", quarantine: str | Path | None = None, *,
+               mix: DataMix | None = None) -> dict[str, list[Pair]]:
+    """Prepared pairs of a split by subset, read through the validating reader.
+
+    With `mix`, only its sets with weight > 0 are read (each must be in the manifest) and each keeps at most
+    its cap of valid rows. Bad rows of every subset are counted, logged and written together to `quarantine`.
+    """
     root = Path(data_root)
+    tasks = [t for t in iter_manifest_tasks(root) if t.split == split and t.kind == "mmeb_train"]
+    if mix is not None:
+        tasks = mix_tasks(tasks, mix, where=str(root))
     pairs: dict[str, list[Pair]] = {}
-    rejected = 0
-    for task in iter_manifest_tasks(root):
-        if task.split != split or task.kind != "mmeb_train":
-            continue
-        result = read_records(task.location(root), "mmeb_train", data_root=root, quarantine=quarantine)
-        rejected += result.n_rejected
-        for record in result.records:
+    rejections = []
+    for task in tasks:
+        result = read_records(task.location(root), "mmeb_train", data_root=root)
+        rejections += result.rejected
+        records = mix.entry(task.name).keep(result.records) if mix is not None else result.records
+        for record in records:
             row = record.to_dict()
             query, positive = train_sides(row)
             pairs.setdefault(task.name, []).append(
                 Pair(task.name, query, positive, row.get("qry_tcot") or "", row.get("pos_tcot") or "",
                      row.get("group") or ""))
+        if mix is not None and task.name not in pairs:
+            raise ValueError(f"{root}: set {task.name} of mix {mix.name!r} has no valid row ({result.n_rejected} "
+                             f"of {result.total} rejected{_where(quarantine)}); fix the file or set its weight to 0")
+    if rejections and quarantine is not None:
+        write_quarantine(quarantine, rejections)
+        log.warning("%s: %d %s rows rejected; quarantined in %s", root, len(rejections), split, quarantine)
     if not pairs:
-        where = f"; {rejected} rows were rejected" + (f" (see {quarantine})" if quarantine else " (logged above)") \
-            if rejected else ""
+        where = f"; {len(rejections)} rows were rejected{_where(quarantine)}" if rejections else ""
         raise ValueError(f"{root}: no {split} pairs found (manifest tasks with split={split!r}, kind mmeb_train)"
                          f"{where}")
     return pairs
+
+
+def _where(quarantine: str | Path | None) -> str:
+    return f" (see {quarantine})" if quarantine else " (logged above)"
 
 
 def trace_for(ref: SideRef, variant: str, teacher_text: str, num_frames: int | None, *, where: str = "") -> TCoT | None:
@@ -183,7 +201,9 @@ def train_embedder(
     per_batch = config.variant_per == "batch"
     rng = np.random.default_rng(config.seed if per_batch else [config.seed, dist.rank])  # per batch: same on every rank
     out = Path(out_dir)
-    pairs = load_pairs(data_root, "train", quarantine=out / "train_quarantine.jsonl")
+    mix = load_mix(config.data_mix) if config.data_mix else None
+    pairs = load_pairs(data_root, "train", quarantine=out / "train_quarantine.jsonl", mix=mix)
+    weights = {**(mix.weights if mix else {}), **config.dataset_weights}
     n_pairs = sum(len(v) for v in pairs.values())
     store = MediaStore(data_root)
 
@@ -205,7 +225,7 @@ def train_embedder(
                          f"{config.save_every} < {steps} steps); set save_every: 0 with a DeepSpeed config")
     stepper = _Stepper(embedder, params, optimizer, scheduler, config, dist)
     sampler = DatasetBatchSampler({k: len(v) for k, v in pairs.items()}, config.global_batch_size,
-                                  weights=config.dataset_weights or None, seed=config.seed,
+                                  weights=weights or None, seed=config.seed,
                                   rank=dist.rank, world_size=dist.world_size)
     batches = _endless(sampler)
     loss_fn = functools.partial(info_nce_details, temperature=config.temperature)
