@@ -123,7 +123,7 @@ def bench_eval(ctx: dict, work: Path, queries: int) -> dict:
     from embedrl.data.sides import MediaStore
     from embedrl.eval.evaluator import ReasonerTrace, _truncate, evaluate, evaluate_task, load_task
     from embedrl.eval.registry import tasks_for_data
-    from embedrl.models.embedder import Embedder, EmbedderInputs
+    from embedrl.models.embedder import Embedder, EmbedderInputs, ImageSizes
     from embedrl.models.factory import load_model
     from embedrl.models.reasoner import Reasoner
 
@@ -131,7 +131,7 @@ def bench_eval(ctx: dict, work: Path, queries: int) -> dict:
     tasks = [t for t in tasks_for_data(prepared) if t.kind == "mmeb_eval"]  # local pools: a naive loop exists
     reasoner = Reasoner.load(ctx["reasoner"], max_new_tokens=128)
     vlm, processor = load_model(ctx["embedder"])
-    inputs = EmbedderInputs(processor)
+    inputs = EmbedderInputs(processor, sizes=ImageSizes.of_model(ctx["embedder"]))  # as evaluate() builds them
     embedder = Embedder(vlm, inputs.emb_id).eval()
     store = MediaStore(prepared)
 

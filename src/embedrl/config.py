@@ -56,6 +56,14 @@ class EmbedderTrainConfig:
         "so a step's memory follows the chunk, not the batch (one extra gradient-free forward pass); "
         "0 = off, one forward pass per side of the batch", 0)
     bf16: bool = _help("bfloat16 autocast (GPU)", True)
+    image_size: int = _help(
+        "px of a whole image or page, squared. Sizes are best multiples of the processor's patch x merge (28 for "
+        "the tiny models' patch 14, 32 for the released Qwen3-VL's patch 16); the four are saved with the "
+        "trained Embedder, and EG-RL and evaluation reuse them", 112)
+    frame_size: int = _help("px of each frame of a clip, squared", 56)
+    crop_long_side: int = _help("px of an evidence crop's longer side (aspect kept, sides aligned to patch x merge)",
+                                56)
+    key_frame_size: int = _help("px of an evidence key frame, squared (sharper than the clip's frames)", 112)
     deepspeed: str = _help("DeepSpeed JSON config (e.g. infra/deepspeed/zero2.json); empty = plain / DDP", "")
     num_threads: int = _help("torch CPU threads (0 = leave torch's default)", 0)
     log_every: int = _help("log metrics every N steps", 10)
@@ -65,6 +73,10 @@ class EmbedderTrainConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "temperature", "learning_rate", "global_batch_size")
+        for name in ("image_size", "frame_size", "crop_long_side", "key_frame_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"EmbedderTrainConfig.{name}={value!r}: must be a whole number of pixels > 0")
         if self.grad_cache_chunk_size < 0:
             raise ValueError(f"EmbedderTrainConfig.grad_cache_chunk_size={self.grad_cache_chunk_size}: must be >= 0 "
                              "(0 turns gradient caching off)")

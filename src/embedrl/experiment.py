@@ -83,8 +83,7 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
     import torch
 
     from embedrl.data.sides import MediaStore
-    from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
-    from embedrl.models.factory import load_model
+    from embedrl.models.embedder import load_embedder
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
     from embedrl.tcot.teachers import gold_tcot
@@ -95,9 +94,7 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
     prompt = ReasonerPrompt.of_model(reasoner_dir)
     rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     store = MediaStore(prepared)
-    emb_model, emb_proc = load_model(embedder_dir)
-    inputs = EmbedderInputs(emb_proc)
-    embedder = Embedder(emb_model, inputs.emb_id).eval().to(inference_device())
+    embedder, inputs = load_embedder(embedder_dir)
     rewards = EGRLRewards(sides, store, embedder, inputs, config,
                           Path(prepared) / ".pre_rl_rewards.jsonl", prompt)
     teacher_text = _teacher_texts(prepared)
@@ -143,8 +140,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     import torch
 
     from embedrl.data.sides import MediaStore
-    from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
-    from embedrl.models.factory import load_model
+    from embedrl.models.embedder import load_embedder
     from embedrl.models.prefix_cache import embed_sides
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
@@ -178,9 +174,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     else:
         raise ValueError(f"unknown trace source {source!r}: reasoner, teacher or gold")
     traces = [_parse(t, r, store) for t, r in zip(texts, refs, strict=True)]
-    emb_model, emb_proc = load_model(embedder_dir)
-    inputs = EmbedderInputs(emb_proc)
-    embedder = Embedder(emb_model, inputs.emb_id).eval().to(inference_device())
+    embedder, inputs = load_embedder(embedder_dir)
     vectors = embed_sides(embedder, inputs, [build_side(r, store, t) for r, t in zip(refs, traces, strict=True)],
                           shared_prefix=config.shared_prefix)
     vectors = vectors.reshape(n_groups, config.pairs_per_step, 2, -1)  # rows go q0, t0, q1, t1, ...

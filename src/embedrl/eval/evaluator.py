@@ -23,7 +23,7 @@ import torch
 from embedrl.data.sides import MediaStore, SideRef, eval_sides
 from embedrl.eval import metrics as M
 from embedrl.eval.cache import EvalCache, entry_key, model_fingerprint, settings_fingerprint
-from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
+from embedrl.models.embedder import Embedder, EmbedderInputs, load_embedder
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.embedder import build_side
 
@@ -362,14 +362,11 @@ def evaluate(data_root: str | Path, embedder_dir: str | Path, source, *, tasks=N
     """
     from embedrl.eval.aggregate import aggregate
     from embedrl.eval.registry import tasks_for_data
-    from embedrl.models.factory import load_model
 
     started = time.perf_counter()
     root = Path(data_root)
     tasks = tasks or tasks_for_data(root, registry)
-    vlm, processor = load_model(embedder_dir)
-    inputs = EmbedderInputs(processor)
-    embedder = Embedder(vlm, inputs.emb_id).eval().to(inference_device())
+    embedder, inputs = load_embedder(embedder_dir)
     store = MediaStore(root, frames_per_video=frames_per_video)
     vector_cache = EvalCache(cache_dir, "vectors", model_fingerprint(embedder_dir, memo_dir=cache_dir)) \
         if cache_dir else None

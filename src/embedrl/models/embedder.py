@@ -12,9 +12,12 @@ a training step only pads ids and concatenates pixel tensors. Batches are left-p
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,17 +28,51 @@ from embedrl.tcot import TCoT, render
 log = logging.getLogger(__name__)
 
 SUMMARY_PROMPT = "Summarize the above content in one word:"
-PATCH_ALIGN = 28  # patch 14 x merge 2: image sides are multiples of this
+IMAGE_SIZES_KEY = "embedder_image_sizes"  # the record in a trained Embedder's embedrl.json
+DEFAULT_PATCH_ALIGN = 28  # Qwen2-VL's patch 14 x merge 2, for a processor that does not say
+
+
+def patch_alignment(processor) -> int:
+    """The side of one visual token in pixels (patch size x merge size): image sides are multiples of it."""
+    image_processor = processor.image_processor
+    patch = getattr(image_processor, "patch_size", None)
+    merge = getattr(image_processor, "merge_size", None)
+    return patch * merge if patch and merge else DEFAULT_PATCH_ALIGN
 
 
 @dataclass(frozen=True)
 class ImageSizes:
-    """Pixel sizes the Embedder sees (all multiples of 28). Fine detail lives below these scales."""
+    """Pixel sizes the Embedder sees (best multiples of `patch_alignment`; the processor rounds the rest).
+    Fine detail lives below these scales. Set by EmbedderTrainConfig and saved with the trained Embedder
+    (embedrl.json), so the reward and evaluation show it images as it was trained on."""
 
     image: int = 112  # a whole image or page
     frame: int = 56  # each of the 8 frames of a clip
     crop_long_side: int = 56  # evidence crop, aspect kept, longer side
     key_frame: int = 112  # an evidence key frame, seen sharper than the clip's frames
+
+    def __post_init__(self) -> None:
+        for name, value in self.to_dict().items():
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ImageSizes.{name}={value!r}: must be a positive whole number of pixels")
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> ImageSizes:
+        return cls(**(data or {}))
+
+    @classmethod
+    def of_model(cls, model_dir) -> ImageSizes:
+        """The sizes a saved Embedder was trained with (today's defaults for a model without that record)."""
+        meta_path = Path(model_dir) / "embedrl.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        try:
+            return cls.from_dict(meta.get(IMAGE_SIZES_KEY))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{meta_path}: bad {IMAGE_SIZES_KEY} record ({err}); set it to the sizes the Embedder "
+                             f"was trained with, ints for {[f.name for f in dataclasses.fields(cls)]}") from err
 
 
 @dataclass
@@ -57,18 +94,18 @@ class Encoded:
     grid_thw: torch.Tensor | None  # [images, 3]
 
 
-def _aligned(value: float) -> int:
-    return max(PATCH_ALIGN, int(round(value / PATCH_ALIGN)) * PATCH_ALIGN)
+def _aligned(value: float, align: int) -> int:
+    return max(align, int(round(value / align)) * align)
 
 
 def resize_square(image: Image.Image, size: int) -> Image.Image:
     return image.convert("RGB").resize((size, size), Image.BICUBIC)
 
 
-def resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
+def resize_long_side(image: Image.Image, long_side: int, align: int) -> Image.Image:
     w, h = image.size
     scale = long_side / max(w, h)
-    return image.convert("RGB").resize((_aligned(w * scale), _aligned(h * scale)), Image.BICUBIC)
+    return image.convert("RGB").resize((_aligned(w * scale, align), _aligned(h * scale, align)), Image.BICUBIC)
 
 
 class EmbedderInputs:
@@ -79,6 +116,7 @@ class EmbedderInputs:
         self.tokenizer = processor.tokenizer
         self.sizes = sizes or ImageSizes()
         self.max_text_tokens = max_text_tokens
+        self.patch_align = patch_alignment(processor)
         merge = getattr(processor.image_processor, "merge_size", 2)
         self.merge_area = merge * merge
         tok = self.tokenizer
@@ -117,7 +155,7 @@ class EmbedderInputs:
     def evidence_images(self, side: Side) -> list[Image.Image]:
         if side.evidence_kind == "frame":
             return [resize_square(f, self.sizes.key_frame) for f in side.evidence]
-        return [resize_long_side(c, self.sizes.crop_long_side) for c in side.evidence]
+        return [resize_long_side(c, self.sizes.crop_long_side, self.patch_align) for c in side.evidence]
 
     def encode(self, side: Side) -> Encoded:
         pixels: list[torch.Tensor] = []
@@ -222,3 +260,12 @@ class Embedder(torch.nn.Module):
         backbone = language_backbone(self.vlm)
         out = backbone(**batch, use_cache=False)
         return F.normalize(out.last_hidden_state[:, -1].float(), dim=-1)
+
+
+def load_embedder(model_dir) -> tuple[Embedder, EmbedderInputs]:
+    """A trained Embedder in eval mode on the inference device, with inputs at the image sizes it was trained on."""
+    from embedrl.models.factory import load_model
+
+    vlm, processor = load_model(model_dir)
+    inputs = EmbedderInputs(processor, sizes=ImageSizes.of_model(model_dir))
+    return Embedder(vlm, inputs.emb_id).eval().to(inference_device()), inputs

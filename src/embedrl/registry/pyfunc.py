@@ -52,12 +52,9 @@ class EmbedderModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper of the Embedder. Artifacts: `embedder` (model dir), optionally `reasoner`."""
 
     def load_context(self, context) -> None:
-        from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
-        from embedrl.models.factory import load_model
+        from embedrl.models.embedder import load_embedder
 
-        vlm, processor = load_model(context.artifacts["embedder"])
-        self.inputs = EmbedderInputs(processor)
-        self.embedder = Embedder(vlm, self.inputs.emb_id).eval().to(inference_device())
+        self.embedder, self.inputs = load_embedder(context.artifacts["embedder"])
         self.reasoner_dir = context.artifacts.get("reasoner")
 
     def predict(

@@ -26,7 +26,7 @@ import transformers
 import trl
 
 from embedrl.data.sides import MediaStore, SideRef
-from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device
+from embedrl.models.embedder import Embedder, EmbedderInputs, load_embedder
 from embedrl.models.prefix_cache import embed_sides
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
@@ -260,9 +260,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     rows, sides = egrl_dataset(data_root, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     dataset = datasets.Dataset.from_list(rows)
 
-    emb_model, emb_processor = load_model(embedder_dir)
-    inputs = EmbedderInputs(emb_processor)
-    embedder = Embedder(emb_model, inputs.emb_id).eval().to(inference_device())
+    embedder, inputs = load_embedder(embedder_dir)
     for p in embedder.parameters():
         p.requires_grad_(False)
     rewards = EGRLRewards(sides, MediaStore(data_root), embedder, inputs, config, out / "reward_log.jsonl", prompt)

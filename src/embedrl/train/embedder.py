@@ -29,7 +29,7 @@ from embedrl.config import EmbedderTrainConfig, config_dict
 from embedrl.data.mmeb_train import DataMix, load_mix, mix_tasks
 from embedrl.data.readers import iter_manifest_tasks, read_records, write_quarantine
 from embedrl.data.sides import MediaStore, SideRef, train_sides
-from embedrl.models.embedder import Embedder, EmbedderInputs, Side
+from embedrl.models.embedder import IMAGE_SIZES_KEY, Embedder, EmbedderInputs, ImageSizes, Side
 from embedrl.tcot import TCoT, TCoTFormatError, extract_evidence, parse
 from embedrl.tcot.teachers import blind_tcot, gold_tcot
 from embedrl.train.checkpoint import (
@@ -152,6 +152,11 @@ def _pick_variants(rng: np.random.Generator, mix: dict[str, float], n: int, *, p
     return [names[i] for i in picks] * (n if per_batch else 1)
 
 
+def _image_sizes(config: EmbedderTrainConfig) -> ImageSizes:
+    return ImageSizes(image=config.image_size, frame=config.frame_size, crop_long_side=config.crop_long_side,
+                      key_frame=config.key_frame_size)
+
+
 def _total_steps(config: EmbedderTrainConfig, n_pairs: int) -> int:
     if config.max_steps > 0:
         return config.max_steps
@@ -212,7 +217,7 @@ def train_embedder(
     if config.gradient_checkpointing:  # recompute activations in the backward pass: memory for batch size
         vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     vlm.train()
-    inputs = EmbedderInputs(processor)
+    inputs = EmbedderInputs(processor, sizes=_image_sizes(config))
     embedder = Embedder(vlm, inputs.emb_id)
     if torch.cuda.is_available() and not config.deepspeed:  # DeepSpeed places the model itself
         embedder.to(torch.device("cuda", dist.local_rank))
@@ -455,4 +460,5 @@ def _save(vlm, processor, out: Path, config: EmbedderTrainConfig, base_dir) -> N
     meta_path = out / "model" / "embedrl.json"
     meta = json.loads(meta_path.read_text())
     meta["stage"] = {"name": "train_embedder", "config": config_dict(config), "base_model": str(base_dir)}
+    meta[IMAGE_SIZES_KEY] = _image_sizes(config).to_dict()  # what reward and evaluation show it (load_embedder)
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
