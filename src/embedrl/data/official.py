@@ -12,7 +12,8 @@ Layouts (paths relative to the data root; see docs/data-formats.md, "Official be
 - image and video rows (MMEB-V2): one file, or a folder of `.parquet`/`.jsonl` shards, per task; fields
   `qry_inst` (optional), `qry_text`, `qry_img_path`, `tgt_inst` (optional), `tgt_text[]`,
   `tgt_img_path[]`, optional `id`; media paths relative to the task's `media_root`; a video is a
-  folder of frames. The first candidate is the positive.
+  folder of frames. The first candidate is the positive. Video tasks whose rows are the source data
+  sets' own annotation columns are read by `embedrl.data.official_video`.
 - visual documents (ViDoRe / BEIR style): a task folder with tables `queries` (`query-id`, `query`),
   `corpus` (`corpus-id`, optional `image_path`) and `qrels` (`query-id`, `corpus-id`, graded `score`),
   each a `.jsonl`/`.parquet` file or a folder of shards; a page without `image_path` is the image

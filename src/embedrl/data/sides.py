@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from embedrl.data.paths import MediaPathError, frame_paths, load_image, resolve_media
+from embedrl.data.paths import IMAGE_SUFFIXES, MediaPathError, frame_paths, load_image, resolve_media
 
 MEDIA_TOKENS = ("<|image_1|>", "<|video_1|>")
 
@@ -32,7 +32,8 @@ class SideRef:
     def media_kind(self) -> str:
         if not self.media_path:
             return "text"
-        return "video" if not Path(self.media_path).suffix else "image"
+        # An image file, or else a frames folder, whose name may end in its video's suffix (MVBench: x.mp4/).
+        return "image" if Path(self.media_path).suffix.lower() in IMAGE_SUFFIXES else "video"
 
     @property
     def modality(self) -> str:

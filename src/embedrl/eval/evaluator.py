@@ -163,8 +163,13 @@ def _is_official(task) -> bool:
 
 def _read_eval_rows(root: Path, task, quarantine: Path):
     from embedrl.data.official import read_official_eval
+    from embedrl.data.official_video import read_official_video
     from embedrl.data.readers import read_records
 
+    if _is_official(task) and getattr(task, "parser", ""):
+        return read_official_video(root / task.path, parser=task.parser, data_root=root, media_root=task.media_root,
+                                   instruction=task.instruction, pooled=task.candidates == "global",
+                                   quarantine=quarantine)
     if _is_official(task):
         return read_official_eval(root / task.path, data_root=root, media_root=task.media_root,
                                   instruction=task.instruction, pooled=task.candidates == "global",

@@ -15,7 +15,8 @@ never skipped, or scored with the wrong metric, without anyone noticing.
 A registry of `layout: official` (MMEB-V2, UVRB) describes data as the benchmark's authors publish it:
 no manifest, each task at its registry `path` under the data root, read by `embedrl.data.official`
 (see `embedrl.eval.benchmarks.discover_tasks`). Such a task may also name a `media_root` (the folder
-its media paths are relative to) and an `instruction` (prefixed to queries that carry none).
+its media paths are relative to), an `instruction` (prefixed to queries that carry none) and a `parser`
+(the reader of its data set's own annotation rows, `embedrl.data.official_video`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ _KIND_MODALITIES = {"mmeb_eval": ("image", "video"), "visdoc": ("visdoc",), "uvr
 
 _YAML_TOP_KEYS = ("benchmark", "tasks", "layout")
 _YAML_TASK_KEYS = ("name", "modality", "meta_task", "metric", "candidates", "kind", "path", "media_root",
-                   "instruction")
+                   "instruction", "parser")
 _YAML_REQUIRED_TASK_KEYS = ("name", "modality", "meta_task", "metric", "candidates", "kind")
 # Fields a data set's manifest may also state; they must agree with the registry.
 _MANIFEST_CHECKED_FIELDS = ("modality", "meta_task", "metric", "candidates", "kind")
@@ -85,6 +86,8 @@ class EvalTask:
     media_root: folder, relative to the data root, that the task's media paths are relative to
         ("" = the data root for image/video rows, the task folder for visdoc/uvrb).
     instruction: prefixed to every query text of an official-layout task ("" = none).
+    parser: for an official-layout video task, the parser of its data set's annotation rows, one of
+        `embedrl.data.official_video.video_parser_names()` ("" = rows already in the MMEB eval layout).
     """
 
     name: str
@@ -98,6 +101,7 @@ class EvalTask:
     layout: str = "embedrl"
     media_root: str = ""
     instruction: str = ""
+    parser: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.strip():
@@ -130,6 +134,18 @@ class EvalTask:
                     f"eval task {self.name!r}: field {field_name!r} must be relative to the data root and stay "
                     f"inside it, got {value!r}"
                 )
+        if self.parser:
+            self._check_parser()
+
+    def _check_parser(self) -> None:
+        from embedrl.data.official_video import video_parser_names
+
+        if self.layout != "official" or self.kind != "mmeb_eval":
+            raise ValueError(
+                f"eval task {self.name!r}: field 'parser' is for official-layout mmeb_eval tasks "
+                f"(this one has layout {self.layout!r}, kind {self.kind!r}); drop it"
+            )
+        self._check_choice("parser", video_parser_names())
 
     def _check_choice(self, field_name: str, allowed: tuple[str, ...]) -> None:
         value = getattr(self, field_name)
