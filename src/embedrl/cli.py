@@ -51,6 +51,20 @@ def _data_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _data_convert(args: argparse.Namespace) -> int:
+    from embedrl.data.mmeb_train import UnknownTrainSetError
+    from embedrl.data.train_converters import ConversionError, convert_training_set
+
+    try:
+        result = convert_training_set(args.set, args.source, args.out, frames_dir=args.frames,
+                                      quarantine=args.quarantine)
+    except (ConversionError, UnknownTrainSetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(result.describe())
+    return 0
+
+
 def _data_prepare(args: argparse.Namespace) -> int:
     from embedrl.data.prepare import prepare
 
@@ -265,6 +279,18 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     val.add_argument("--quarantine", default=None, help="quarantine file (default: <PATH>.quarantine.jsonl)")
     val.add_argument("--data-root", default=None, help="root that media paths resolve against (default: found from PATH)")
     val.set_defaults(handler=_data_validate)
+
+    conv = commands.add_parser(
+        "convert",
+        help="convert a video or page training set from its released files to <OUT>/<set>/train.parquet",
+    )
+    conv.add_argument("--set", required=True, help="training set: video_caption_300k, video_caption_300k-video, "
+                                                   "video_qa_240k, colpali_train_set, visrag-indomain")
+    conv.add_argument("--source", required=True, help="the downloaded data set folder (or one file of it)")
+    conv.add_argument("--out", required=True, help="data root to write into (LLaVA-Hound frames must lie under it)")
+    conv.add_argument("--frames", default=None, help="LLaVA-Hound frames root (default: <SOURCE>/train_300k)")
+    conv.add_argument("--quarantine", default=None, help="rejected source rows (default: <out file>.quarantine.jsonl)")
+    conv.set_defaults(handler=_data_convert)
 
     prep = commands.add_parser("prepare", help="T-CoT synthesis (teacher) and consistency filter -> prepared data set")
     prep.add_argument("--data", required=True, help="source data set (MiniMMEB)")

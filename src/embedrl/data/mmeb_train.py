@@ -6,8 +6,9 @@ document sets that VLM2Vec-V2 adds. Every set is read as `mmeb_train` rows (docs
 validating reader, so a bad row is counted and quarantined with its record and field named. MMEB-train is
 already in that layout (`<subset>/original-00000-of-00001.parquet`; `<|image_1|>` in a text marks its
 image, which the Embedder replaces with the backbone's own image placeholder). The video and visual
-document sets are published in other layouts and are expected converted to it: a clip is a directory of
-frames in `qry_image_path` / `pos_image_path`, a page is an image file.
+document sets are published in other layouts and are converted to it by `embedrl.data.train_converters`
+(`embedrl data convert`): a clip is a directory of frames in `qry_image_path` / `pos_image_path`, a page is
+an image file.
 
 **Mix.** A `DataMix` (YAML under `embedrl/data/mixes/`, or any path) names the sets a run trains on, with
 a weight and a cap each: each step's batch comes from one set, drawn with probability proportional to
