@@ -26,7 +26,7 @@ from pathlib import Path
 
 from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, side_regions
-from embedrl.tcot.regions import region_crops
+from embedrl.tcot.regions import MAX_REGIONS, region_crops, region_proposals
 from embedrl.train.embedder import load_pairs
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,6 @@ def detail_images(data_root: str | Path, split: str = "train") -> Iterator[Detai
 
 
 def _single_detail(scene: dict) -> tuple[str, int] | None:
-    from embedrl.tcot.regions import MAX_REGIONS
-
     objects = scene.get("objects", [])[:MAX_REGIONS]
     marked = [(index, o["detail"]) for index, o in enumerate(objects, 1) if o.get("detail")]
     if len(marked) != 1:
@@ -82,7 +80,7 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
     rng = random.Random(seed)
     examples = []
     for image in detail_images(data_root, split):
-        regions = side_regions(image.ref, prompt) or _all_regions(image.ref)
+        regions = side_regions(image.ref, prompt) or region_proposals(image.ref.scene)
         crops = region_crops(store.load(image.ref)[0], regions, prompt.region_size)
         plain = [crop for index, crop in enumerate(crops, 1) if index != image.mark]
         question = DETAIL_QUESTION.format(detail=image.detail)
@@ -91,12 +89,6 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
             examples.append(_example([{"type": "image"}], question, "no", [rng.choice(plain)]))
     rng.shuffle(examples)
     return examples
-
-
-def _all_regions(ref: SideRef):
-    from embedrl.tcot.regions import region_proposals
-
-    return region_proposals(ref.scene)
 
 
 def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: str = "train") -> list[dict]:
