@@ -22,7 +22,7 @@ a target length in tokens). The profile gives LoRA, temperature and EG-RL settin
 
 Each stage reports seconds, tokens, tokens/s and peak memory (GPU: torch's peak allocation; CPU: the
 process's peak RSS). The 8B Reasoner with AdamW (bf16 states) and a reference copy needs about 100 GB: on an
-80 GB card pass `--reasoner-optimizer sgd` (no optimizer state). Not yet run on a GPU (see docs/gpu.md).
+80 GB card pass `--reasoner-optimizer sgd` (no optimizer state). Measured on an H200: docs/gpu.md.
 """
 
 from __future__ import annotations
@@ -472,14 +472,25 @@ def run(profile: str, settings: Settings, out: Path, *, smoke: bool, stages: tup
     reasoner, processor = build(load_architecture(specs["reasoner"].source).name, smoke, device)
     prompt = ReasonerPrompt(style=settings.prompt_style, image_size=settings.image_size,
                             frame_size=max(32, settings.image_size // 2))
-    if "sft" in stages:
-        results["sft"] = sft_stage(reasoner, processor, prompt, settings, work, device)
-    if "grpo" in stages:
-        results["grpo"] = grpo_stage(reasoner, processor, embedder, inputs, egrl_config, settings, work, device, out,
-                                     prompt)
-    if "eval" in stages:
-        results["eval"] = eval_stage(reasoner, processor, embedder, inputs, prompt, settings, work, device)
+    later = {"sft": lambda: sft_stage(reasoner, processor, prompt, settings, work, device),
+             "grpo": lambda: grpo_stage(reasoner, processor, embedder, inputs, egrl_config, settings, work, device,
+                                        out, prompt),
+             "eval": lambda: eval_stage(reasoner, processor, embedder, inputs, prompt, settings, work, device)}
+    for name in (s for s in STAGES[1:] if s in stages):
+        results[name] = _guarded(name, later[name], device)
+        write_result(out / "paper_step.partial.json", "paper_step", results)
     return results
+
+
+def _guarded(name: str, stage, device: torch.device) -> dict:
+    """Run one stage; a failure (out of memory on a smaller card, say) is recorded and the next stage still runs."""
+    try:
+        return stage()
+    except (RuntimeError, ValueError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        log.exception("stage %s failed", name)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"error": f"{type(error).__name__}: {error}"[:2000]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
