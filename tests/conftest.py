@@ -64,7 +64,8 @@ def sft_reasoner(prepared_small, tiny_models, tmp_path_factory):
     from embedrl.train.sft import SFTStageConfig, train_sft
 
     out = tmp_path_factory.mktemp("sft")
-    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(out), max_steps=30)
+    # 150 steps: enough that sampled traces are well-formed about half the time (EG-RL has a signal)
+    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(out), max_steps=150)
     return train_sft(prepared_small, tiny_models["reasoner"], out, config)
 
 

@@ -103,6 +103,42 @@ def test_egrl_runs_grpo_with_every_reward_component(prepared_small, trained_embe
         assert t["generation_seconds"] + t["reward_seconds"] + t["update_seconds"] == pytest.approx(t["seconds"])
 
 
+def test_egrl_raises_its_reward_on_the_groups_it_trains_on(prepared_small, trained_embedder, sft_reasoner, tmp_path):
+    """GRPO through train_egrl moves the policy toward what the reward asks for. Four RL groups repeat for
+    six epochs, so each epoch's mean reward is over the same prompts; the weights keep the format reward
+    alone, the one component with a clear signal on micro models (rollouts at T 1.0 are well-formed about
+    half the time). lr 1e-4: at 1e-3 the first Adam steps wreck the policy (format 0.56 -> 0 in 3 steps)."""
+    from embedrl.config import build_config
+    from embedrl.train.egrl import EGRLStageConfig, train_egrl
+
+    groups, epochs = 4, 6
+    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=str(tmp_path), max_groups=groups,
+                          max_steps=groups * epochs, format_weight=1.0, process_weight=0.0, outcome_weight=0.0,
+                          learning_rate=1e-4, temperature=1.0, min_p=0.1, max_completion_length=160,
+                          save_strategy="no")
+    history = train_egrl(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, tmp_path, config).history
+    per_epoch = [np.mean([h["format_rate"] for h in history[e * groups:(e + 1) * groups]]) for e in range(epochs)]
+    assert 0.2 < per_epoch[0] < 0.9, f"no signal to learn from: format rate {per_epoch}"
+    assert np.mean(per_epoch[-2:]) > per_epoch[0] + 0.05, f"reward did not go up: {per_epoch}"
+
+
+def test_reward_alignment_compares_rollouts_with_and_without_the_evidence(prepared_small, trained_embedder,
+                                                                         sft_reasoner):
+    from embedrl.config import build_config
+    from embedrl.experiment import reward_alignment
+    from embedrl.train.egrl import EGRLStageConfig
+
+    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", temperature=1.0, min_p=0.1,
+                          max_completion_length=160)
+    report = reward_alignment(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, config, n_groups=3)
+    assert report["groups"] == 3 and 0 <= report["mixed_sides"] <= report["fine_evidence_sides"]
+    assert report["evidence_rate"] is None or 0.0 <= report["evidence_rate"] <= 1.0
+    gaps = report["with_minus_without"]
+    assert set(gaps) == {"format", "process", "outcome", "total", "advantage"}
+    if report["mixed_sides"]:  # both compared sets are well-formed: the format reward cannot separate them
+        assert gaps["format"] == 0.0 and all(np.isfinite(v) for v in gaps.values())
+
+
 def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_small, trained_embedder,
                                                                     sft_reasoner):
     from embedrl.config import build_config

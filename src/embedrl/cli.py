@@ -199,6 +199,19 @@ def _experiment_rl_holdout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_reward_alignment(args: argparse.Namespace) -> int:
+    import json
+
+    from embedrl.config import build_config
+    from embedrl.experiment import reward_alignment
+    from embedrl.train.egrl import EGRLStageConfig
+
+    config = build_config(EGRLStageConfig, args.profile, "egrl", output_dir=".", seed=args.seed)
+    print(json.dumps(reward_alignment(args.data, args.reasoner, args.embedder, config, n_groups=args.groups,
+                                      first_group=args.first_group), indent=1))
+    return 0
+
+
 ROLE_SEED_OFFSET = {"embedder": 0, "reasoner": 1}  # the two roles share no weights, not even at init
 
 
@@ -370,6 +383,17 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     hold.add_argument("--seed", type=int, default=0, help="EG-RL seed (it fixes the group order)")
     hold.add_argument("--groups", type=int, default=96, help="held-out groups, taken from the end of the order")
     hold.set_defaults(handler=_experiment_rl_holdout)
+
+    align = commands.add_parser("reward-alignment", help="does the EG-RL reward favour the sampled rollouts that "
+                                                         "hold the disambiguating evidence? (RL split)")
+    align.add_argument("--data", required=True, help="prepared data directory")
+    align.add_argument("--reasoner", required=True, help="Reasoner directory (usually the SFT cold start)")
+    align.add_argument("--embedder", required=True, help="Embedder directory")
+    align.add_argument("--profile", default="tiny", help="profile whose egrl section gives G, temperature, weights")
+    align.add_argument("--seed", type=int, default=0, help="EG-RL seed (it fixes the group order)")
+    align.add_argument("--groups", type=int, default=24, help="RL groups to sample")
+    align.add_argument("--first-group", type=int, default=0, help="position in the EG-RL group order to start at")
+    align.set_defaults(handler=_experiment_reward_alignment)
 
 
 def _pipeline_params(args: argparse.Namespace):

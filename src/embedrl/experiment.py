@@ -191,6 +191,68 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
             "evidence_rate": float(np.mean([names_disambiguating_evidence(t, s) for t, s in fine])) if fine else None}
 
 
+def reward_alignment(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 16,
+                     first_group: int = 0) -> dict:
+    """Does the EG-RL reward favour the rollouts that hold the disambiguating evidence?
+
+    GRPO only learns what the reward separates within a group. For `n_groups` RL groups (from
+    `first_group` in the EG-RL order) the SFT Reasoner samples G rollouts per side at the RL temperature;
+    on each side with a fine-evidence scene (a marked image, a flash video) and with both kinds of
+    well-formed rollout, it compares the rollouts that name the evidence against those that do not:
+    the mean difference of each reward component and of the weighted total, and of the group-standardised
+    advantage GRPO would give them. Positive: the reward pushes toward evidence; near zero: it cannot.
+    """
+    import torch
+
+    from embedrl.data.sides import MediaStore
+    from embedrl.models.embedder import load_embedder
+    from embedrl.models.reasoner import Reasoner, ReasonerPrompt
+    from embedrl.tcot.teachers import names_disambiguating_evidence
+    from embedrl.train.egrl import EGRLRewards, _parse, egrl_dataset
+
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    prompt = ReasonerPrompt.of_model(reasoner_dir)
+    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
+    store = MediaStore(prepared)
+    embedder, inputs = load_embedder(embedder_dir)
+    rewards = EGRLRewards(sides, store, embedder, inputs, config, Path(prepared) / ".reward_alignment.jsonl", prompt)
+    reasoner = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length)
+    weights, g, per_group = np.array(config.reward_weights), config.num_generations, 2 * config.pairs_per_step
+    names = ("format", "process", "outcome", "total", "advantage")
+    gaps: dict[str, list[float]] = {name: [] for name in names}
+    evidence, fine_sides = [], 0
+    for index in range(first_group, min(first_group + n_groups, len(rows) // per_group)):
+        group = rows[index * per_group:(index + 1) * per_group]
+        refs = [sides[r["side"]] for r in group]
+        samples = reasoner.generate([r for r in refs for _ in range(g)], [r["role"] for r in group for _ in range(g)],
+                                    store, do_sample=True, temperature=config.temperature, min_p=config.min_p,
+                                    batch_size=128)
+        columns = {k: [r[k] for r in group for _ in range(g)] for k in ("side", "pair_index", "role")}
+        parts = rewards._compute(samples, columns)
+        values = {k: np.array(parts[k]).reshape(per_group, g) for k in ("format", "process", "outcome")}
+        values["total"] = _total(parts, weights).reshape(per_group, g)
+        values["advantage"] = (values["total"] - values["total"].mean(1, keepdims=True)) / (
+            values["total"].std(1, keepdims=True) + 1e-4)
+        for s, ref in enumerate(refs):
+            scene = ref.scene or {}
+            if not (scene.get("type") == "video" or (scene.get("type") == "image" and scene.get("marked") is not None)):
+                continue
+            fine_sides += 1
+            traces = [_parse(t, ref, store) for t in samples[s * g:(s + 1) * g]]
+            holds = np.array([t is not None and names_disambiguating_evidence(t, scene) for t in traces])
+            formed = np.array([t is not None for t in traces])
+            evidence += holds[formed].tolist()
+            if holds.any() and (formed & ~holds).any():
+                for name in names:
+                    gaps[name].append(float(values[name][s][holds].mean() - values[name][s][formed & ~holds].mean()))
+    return {"groups": n_groups, "fine_evidence_sides": fine_sides, "mixed_sides": len(gaps["total"]),
+            "evidence_rate": float(np.mean(evidence)) if evidence else None,
+            "with_minus_without": {name: (float(np.mean(v)) if v else None) for name, v in gaps.items()},
+            "with_minus_without_sem": {name: (float(np.std(v) / np.sqrt(len(v))) if len(v) > 1 else None)
+                                       for name, v in gaps.items()}}
+
+
 def _total(components: dict[str, list[float]], weights: np.ndarray) -> np.ndarray:
     return (weights[0] * np.array(components["format"]) + weights[1] * np.array(components["process"])
             + weights[2] * np.array(components["outcome"]))

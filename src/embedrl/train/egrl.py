@@ -51,6 +51,8 @@ class EGRLStageConfig(trl.GRPOConfig):
     judge_model: str = field(default="", metadata={"help": "model name of the chat judge"})
     process_candidates: int = field(default=4, metadata={"help": "m: candidates the judge chooses among"})
     pairs_per_step: int = field(default=4, metadata={"help": "B: pairs per step (queries and targets: 2B prompts)"})
+    max_groups: int = field(default=0, metadata={"help": "train on the first N RL groups of the seeded order only "
+                                                         "(0: all); with more steps than groups they repeat"})
     shared_prefix: bool = field(default=True, metadata={"help": "reward embedding: run the media and text shared by "
                                                              "a side's G rollouts once (same vectors, faster)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
@@ -67,8 +69,9 @@ class EGRLStageConfig(trl.GRPOConfig):
 
 
 # -------------------------------------------------------------------------------------------- data
-def egrl_dataset(data_root, *, pairs_per_step: int, prompt: ReasonerPrompt, seed: int):
-    """Prompts laid out group by group: [q0, t0, q1, t1, ...] for B pairs of one RL group."""
+def egrl_dataset(data_root, *, pairs_per_step: int, prompt: ReasonerPrompt, seed: int, max_groups: int = 0):
+    """Prompts laid out group by group: [q0, t0, q1, t1, ...] for B pairs of one RL group; the groups in a
+    seeded order, the first `max_groups` of it when that is set."""
     store = MediaStore(data_root)
     groups: dict[str, list] = {}
     for subset_pairs in load_pairs(data_root, "rl").values():
@@ -79,6 +82,8 @@ def egrl_dataset(data_root, *, pairs_per_step: int, prompt: ReasonerPrompt, seed
     if dropped:
         log.info("EG-RL: %d of %d groups have fewer than %d pairs and are left out", dropped, len(groups), pairs_per_step)
     order = np.random.default_rng(seed).permutation(len(full))
+    if max_groups > 0:
+        order = order[:max_groups]
     rows, sides = [], []
     for g in order:
         for i, pair in enumerate(full[g]):
@@ -257,7 +262,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prompt = ReasonerPrompt.of_model(reasoner_dir)
-    rows, sides = egrl_dataset(data_root, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
+    rows, sides = egrl_dataset(data_root, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed,
+                               max_groups=config.max_groups)
     dataset = datasets.Dataset.from_list(rows)
 
     embedder, inputs = load_embedder(embedder_dir)
