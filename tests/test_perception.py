@@ -105,3 +105,20 @@ def test_sft_runs_the_warm_up_first_and_reuses_it(prepared_small, tiny_models, t
     config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
     train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
     assert any("reusing" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(600)
+def test_the_warm_up_learns_from_more_data_roots_when_given(prepared_small, small_minimmeb, tiny_models, tmp_path):
+    """sft.perception_data adds the train-split images of other roots (e.g. other generator seeds): more
+    distinct scenes for the warm-up, the cold start itself unchanged."""
+    settings = {"max_steps": 2, "perception_steps": 2, "grounding_steps": 2, "perception_data": str(small_minimmeb)}
+    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
+    result = train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
+    marker = json.loads((tmp_path / "perception" / "model" / PERCEPTION_DONE).read_text())
+    prompt = config.reasoner_prompt()
+    assert marker["grounding"]["examples"] == len(grounding_examples(prepared_small, prompt)) + len(
+        grounding_examples(small_minimmeb, prompt))
+    assert marker["detail"]["examples"] == len(detail_examples(prepared_small, prompt)) + len(
+        detail_examples(small_minimmeb, prompt, seed=1))
+    meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
+    assert meta["stage"]["examples"] == len(sft_examples(prepared_small, prompt=prompt))

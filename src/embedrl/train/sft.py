@@ -45,6 +45,10 @@ class SFTStageConfig(trl.SFTConfig):
         "help": "steps on the grounding question alone, after the perception warm-up and before the cold start"})
     grounding_copies: int = field(default=0, metadata={
         "help": "copies of the grounding examples (which region carries the detail?) mixed into the cold start"})
+    perception_data: str = field(default="", metadata={
+        "help": "more data roots (comma-separated, MiniMMEB layout, e.g. other generator seeds; never evaluation "
+                "data) whose train-split images add to the warm-up's examples: more distinct scenes to learn "
+                "perception from instead of memorising the few there are"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
@@ -142,8 +146,19 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
         log.info("perception warm-up: reusing %s", done)
         return load_model(done)[0]
     prompt = config.reasoner_prompt()
-    phases = [("detail", config.perception_steps, lambda: detail_examples(data_root, prompt, seed=config.seed)),
-              ("grounding", config.grounding_steps, lambda: grounding_examples(data_root, prompt))]
+    roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
+
+    def detail():
+        examples = [e for i, root in enumerate(roots) for e in detail_examples(root, prompt, seed=config.seed + i)]
+        random.Random(config.seed).shuffle(examples)
+        return examples
+
+    def grounding():
+        examples = [e for root in roots for e in grounding_examples(root, prompt)]
+        random.Random(config.seed).shuffle(examples)
+        return examples
+
+    phases = [("detail", config.perception_steps, detail), ("grounding", config.grounding_steps, grounding)]
     record = {}
     for name, steps, build in phases:
         if not steps:
