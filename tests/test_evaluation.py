@@ -74,12 +74,33 @@ def test_ablation_command_runs_every_stage_and_variant(tmp_path, capsys):
 
     out = tmp_path / "ablation"
     code = main(["experiment", "ablation", "--profile", str(MICRO_PROFILE), "--data-seed", "5", "--seeds", "0",
-                 "--size", "small", "--out", str(out)])
+                 "--size", "small", "--out", str(out), "--perception-data-seeds", "6",
+                 "--set", "sft.perception_steps=2", "--set", "sft.grounding_steps=2"])
     assert code == 0
     summary = json.loads((out / "ablation.json").read_text())
+    assert summary["settings"]["perception_data_seeds"] == [6]
+    assert summary["settings"]["overrides"]["sft"]["perception_steps"] == 2
+    assert (out / "perception-data" / "seed-6" / "manifest.json").exists()
     assert set(summary["variants"]) == {"no_cot", "teacher_cot", "sft_cot", "egrl_cot", "oracle_cot"}
     for variant in summary["variants"].values():
         assert 0 <= variant["overall"] <= 100 and len(variant["per_seed"]) == 1
     assert summary["pre_rl_check"][0]["groups"] > 0
     assert len(summary["reward_by_step"][0]) == 3
     assert "| egrl_cot |" in (out / "ablation.md").read_text()
+
+
+def test_ablation_refuses_its_own_data_seed_as_perception_data(tmp_path):
+    from embedrl.experiment import run_ablation
+
+    with pytest.raises(ValueError, match="eval split"):
+        run_ablation(str(MICRO_PROFILE), 3, [0], tmp_path / "ablation", size="small", perception_data_seeds=[4, 3])
+    assert not (tmp_path / "ablation").exists()
+
+
+def test_set_options_become_profile_overrides():
+    from embedrl.cli import _set_overrides
+
+    assert _set_overrides(["sft.grounding_steps=800", "egrl.temperature=0.8", "sft.perception_data=a,b"]) == {
+        "sft": {"grounding_steps": 800, "perception_data": "a,b"}, "egrl": {"temperature": 0.8}}
+    with pytest.raises(SystemExit, match="SECTION.FIELD=VALUE"):
+        _set_overrides(["grounding_steps=800"])

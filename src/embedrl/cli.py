@@ -180,8 +180,11 @@ def _headline(variant: str, result: dict) -> str:
 def _experiment_ablation(args: argparse.Namespace) -> int:
     from embedrl.experiment import ablation_markdown, run_ablation
 
-    overrides = {"eval": {"max_queries": args.eval_queries}} if args.eval_queries is not None else None
-    summary = run_ablation(args.profile, args.data_seed, args.seeds, args.out, size=args.size, overrides=overrides)
+    overrides = _set_overrides(args.set)
+    if args.eval_queries is not None:
+        overrides.setdefault("eval", {})["max_queries"] = args.eval_queries
+    summary = run_ablation(args.profile, args.data_seed, args.seeds, args.out, size=args.size, overrides=overrides,
+                           perception_data_seeds=args.perception_data_seeds)
     print(ablation_markdown(summary))
     return 0
 
@@ -371,6 +374,11 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     abl.add_argument("--eval-queries", type=int, default=None,
                      help="pools per eval task (0 = all; default: the profile's ablation.eval.max_queries)")
     abl.add_argument("--out", required=True, help="output directory (ablation.json, ablation.md, runs)")
+    abl.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                     help="override a profile setting for every seed, e.g. egrl.temperature=0.8 (repeatable)")
+    abl.add_argument("--perception-data-seeds", type=int, nargs="*", default=[],
+                     help="generate MiniMMEB with these seeds for the Reasoner's perception warm-up only "
+                          "(sft.perception_data; with sft.perception_steps / grounding_steps set)")
     abl.set_defaults(handler=_experiment_ablation)
     hold = commands.add_parser("rl-holdout", help="score a Reasoner on RL groups EG-RL does not train on (tune here, "
                                                   "never on the eval split)")
@@ -396,21 +404,27 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
     align.set_defaults(handler=_experiment_reward_alignment)
 
 
+def _set_overrides(items: list[str] | None) -> dict:
+    """`--set SECTION.FIELD=VALUE` options as {section: {field: value}}, values read as YAML scalars."""
+    import yaml
+
+    overrides: dict = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not (section and name and _):
+            raise SystemExit(f"error: --set {item!r}: expected SECTION.FIELD=VALUE, e.g. embedder.max_steps=20")
+        overrides.setdefault(section, {})[name] = yaml.safe_load(value)
+    return overrides
+
+
 def _pipeline_params(args: argparse.Namespace):
     from embedrl.pipeline.dag import RunParameters
     from embedrl.pipeline.steps import DataSource
 
     data = DataSource(repo=args.data_repo or "", rev=args.data_rev, path=args.data_path, md5=args.data_md5,
                       seed=args.data_seed, size=args.data_size)
-    overrides: dict = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        if not (section and name and _):
-            raise SystemExit(f"error: --set {item!r}: expected SECTION.FIELD=VALUE, e.g. embedder.max_steps=20")
-        import yaml
-
-        overrides.setdefault(section, {})[name] = yaml.safe_load(value)
+    overrides = _set_overrides(args.set)
     return RunParameters(profile=args.profile, seed=args.seed, data=data, tracking_uri=args.tracking_uri or "",
                          experiment=args.experiment, model_name=args.model_name,
                          promotion_metric=args.promotion_metric, promotion_margin=args.promotion_margin,

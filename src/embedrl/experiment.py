@@ -303,10 +303,13 @@ def evaluate_variants(prepared: Path, run: SeedRun, eval_cfg: EvalConfig, out: P
 
 
 def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path, *, size: str = "default",
-                 overrides: dict | None = None, variants=VARIANTS) -> dict:
+                 overrides: dict | None = None, variants=VARIANTS, perception_data_seeds: list[int] = ()) -> dict:
     from embedrl.data.minimmeb import generate
     from embedrl.data.prepare import prepare
 
+    if data_seed in perception_data_seeds:
+        raise ValueError(f"perception data seed {data_seed} is the ablation's own data seed: its eval split "
+                         "would be trained on")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -314,6 +317,13 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
     generate(data, seed=data_seed, size=size, progress=False)
     prepared = out / "prepared"
     prepare(data, prepared)
+    overrides = dict(overrides or {})
+    if perception_data_seeds:  # more scenes for the perception warm-up; never read by any evaluation
+        roots = [out / "perception-data" / f"seed-{s}" for s in perception_data_seeds]
+        for s, root in zip(perception_data_seeds, roots, strict=True):
+            if not (root / "manifest.json").exists():
+                generate(root, seed=s, size=size, progress=False)
+        overrides["sft"] = {**overrides.get("sft", {}), "perception_data": ",".join(map(str, roots))}
     eval_overrides = {"cache_dir": str(out / "eval-cache"),  # a rerun of the ablation reuses traces and vectors
                       **profile_section(profile, "ablation").get("eval", {}), **(overrides or {}).get("eval", {})}
     eval_cfg = build_config(EvalConfig, profile, "eval", **eval_overrides)
@@ -327,6 +337,7 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
             per_seed[variant].append(result)
         runs.append(run)
     summary = _summarise(per_seed, runs, profile, data_seed, time.perf_counter() - started)
+    summary["settings"] = {"overrides": overrides, "perception_data_seeds": list(perception_data_seeds)}
     (out / "ablation.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "ablation.md").write_text(ablation_markdown(summary))
     return summary
