@@ -74,19 +74,13 @@ def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides:
                    result.history, check)
 
 
-def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 16) -> dict:
-    """Is there something for RL to learn? reward(gold) - reward(teacher) against the spread in a group.
-
-    Rewards use the EG-RL definition on RL groups: gold and teacher traces as single rollouts, and
-    G sampled rollouts of the SFT Reasoner (at the RL temperature) for the within-group spread.
-    """
+def _rl_sampling(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, log_name: str):
+    """What sampling RL groups needs: the EG-RL rows and sides, the media, the rewards and the Reasoner."""
     import torch
 
     from embedrl.data.sides import MediaStore
     from embedrl.models.embedder import load_embedder
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
-    from embedrl.tcot import render
-    from embedrl.tcot.teachers import gold_tcot
     from embedrl.train.egrl import EGRLRewards, egrl_dataset
 
     if config.num_threads > 0:
@@ -95,10 +89,22 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
     rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     store = MediaStore(prepared)
     embedder, inputs = load_embedder(embedder_dir)
-    rewards = EGRLRewards(sides, store, embedder, inputs, config,
-                          Path(prepared) / ".pre_rl_rewards.jsonl", prompt)
+    rewards = EGRLRewards(sides, store, embedder, inputs, config, Path(prepared) / log_name, prompt)
+    return rows, sides, store, rewards, Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length)
+
+
+def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 16) -> dict:
+    """Is there something for RL to learn? reward(gold) - reward(teacher) against the spread in a group.
+
+    Rewards use the EG-RL definition on RL groups: gold and teacher traces as single rollouts, and
+    G sampled rollouts of the SFT Reasoner (at the RL temperature) for the within-group spread.
+    """
+    from embedrl.tcot import render
+    from embedrl.tcot.teachers import gold_tcot
+
+    rows, sides, store, rewards, reasoner = _rl_sampling(prepared, reasoner_dir, embedder_dir, config,
+                                                         ".pre_rl_rewards.jsonl")
     teacher_text = _teacher_texts(prepared)
-    reasoner = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length)
     per_group = 2 * config.pairs_per_step
     weights = np.array(config.reward_weights)
     gold, teacher, spread, formats = [], [], [], []
@@ -202,22 +208,11 @@ def reward_alignment(prepared: Path, reasoner_dir: Path, embedder_dir: Path, con
     the mean difference of each reward component and of the weighted total, and of the group-standardised
     advantage GRPO would give them. Positive: the reward pushes toward evidence; near zero: it cannot.
     """
-    import torch
-
-    from embedrl.data.sides import MediaStore
-    from embedrl.models.embedder import load_embedder
-    from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot.teachers import names_disambiguating_evidence
-    from embedrl.train.egrl import EGRLRewards, _parse, egrl_dataset
+    from embedrl.train.egrl import _parse
 
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
-    prompt = ReasonerPrompt.of_model(reasoner_dir)
-    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
-    store = MediaStore(prepared)
-    embedder, inputs = load_embedder(embedder_dir)
-    rewards = EGRLRewards(sides, store, embedder, inputs, config, Path(prepared) / ".reward_alignment.jsonl", prompt)
-    reasoner = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length)
+    rows, sides, store, rewards, reasoner = _rl_sampling(prepared, reasoner_dir, embedder_dir, config,
+                                                         ".reward_alignment.jsonl")
     weights, g, per_group = np.array(config.reward_weights), config.num_generations, 2 * config.pairs_per_step
     names = ("format", "process", "outcome", "total", "advantage")
     gaps: dict[str, list[float]] = {name: [] for name in names}
