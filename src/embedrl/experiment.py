@@ -93,6 +93,22 @@ def _rl_sampling(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
     return rows, sides, store, rewards, Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length)
 
 
+def _sample_group(reasoner, rewards, group: list[dict], refs: list, store, config) -> tuple[list[str], dict]:
+    """G sampled rollouts per side of one RL group (at the RL temperature) and their reward components."""
+    g = config.num_generations
+    samples = reasoner.generate([r for r in refs for _ in range(g)], [r["role"] for r in group for _ in range(g)],
+                                store, do_sample=True, temperature=config.temperature, min_p=config.min_p,
+                                batch_size=128)
+    columns = {k: [r[k] for r in group for _ in range(g)] for k in ("side", "pair_index", "role")}
+    return samples, rewards._compute(samples, columns)
+
+
+def _has_fine_evidence(scene: dict | None) -> bool:
+    """A side whose disambiguating evidence is a fine detail: a marked image or a flash video."""
+    kind = (scene or {}).get("type")
+    return kind == "video" or (kind == "image" and scene.get("marked") is not None)
+
+
 def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 16) -> dict:
     """Is there something for RL to learn? reward(gold) - reward(teacher) against the spread in a group.
 
@@ -115,12 +131,7 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
         gold_texts = [render(gold_tcot(ref.scene or {"type": "text"}, text=ref.clean_text)) for ref in refs]
         gold.append(_total(rewards._compute(gold_texts, columns), weights).mean())
         teacher.append(_total(rewards._compute([teacher_text.get(_key(r), "") for r in refs], columns), weights).mean())
-        samples = reasoner.generate([r for r in refs for _ in range(config.num_generations)],
-                                    [r["role"] for r in group for _ in range(config.num_generations)], store,
-                                    do_sample=True, temperature=config.temperature, min_p=config.min_p,
-                                    batch_size=128)
-        sampled_columns = {k: [v for v in columns[k] for _ in range(config.num_generations)] for k in columns}
-        components = rewards._compute(samples, sampled_columns)
+        samples, components = _sample_group(reasoner, rewards, group, refs, store, config)
         formats.append(float(np.mean(components["format"])))
         totals = _total(components, weights).reshape(per_group, config.num_generations)
         spread.append(float(totals.std(axis=1).mean()))
@@ -189,9 +200,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
         q_det, t_det = outcome_details(group[:, None, 0], group[:, None, 1], tau=config.outcome_tau)
         hits += [*q_det.acc.ravel(), *t_det.acc.ravel()]
         outcome += [*q_det.reward.ravel(), *t_det.reward.ravel()]
-    fine = [(t, r.scene) for t, r in zip(traces, refs, strict=True)
-            if t is not None and (r.scene or {}).get("type") in ("image", "video")
-            and ((r.scene.get("type") == "video") or r.scene.get("marked") is not None)]
+    fine = [(t, r.scene) for t, r in zip(traces, refs, strict=True) if t is not None and _has_fine_evidence(r.scene)]
     return {"groups": n_groups, "hit_at_1": float(np.mean(hits)), "outcome": float(np.mean(outcome)),
             "format_rate": float(np.mean([t is not None for t in traces])),
             "evidence_rate": float(np.mean([names_disambiguating_evidence(t, s) for t, s in fine])) if fine else None}
@@ -220,18 +229,14 @@ def reward_alignment(prepared: Path, reasoner_dir: Path, embedder_dir: Path, con
     for index in range(first_group, min(first_group + n_groups, len(rows) // per_group)):
         group = rows[index * per_group:(index + 1) * per_group]
         refs = [sides[r["side"]] for r in group]
-        samples = reasoner.generate([r for r in refs for _ in range(g)], [r["role"] for r in group for _ in range(g)],
-                                    store, do_sample=True, temperature=config.temperature, min_p=config.min_p,
-                                    batch_size=128)
-        columns = {k: [r[k] for r in group for _ in range(g)] for k in ("side", "pair_index", "role")}
-        parts = rewards._compute(samples, columns)
+        samples, parts = _sample_group(reasoner, rewards, group, refs, store, config)
         values = {k: np.array(parts[k]).reshape(per_group, g) for k in ("format", "process", "outcome")}
         values["total"] = _total(parts, weights).reshape(per_group, g)
         values["advantage"] = (values["total"] - values["total"].mean(1, keepdims=True)) / (
             values["total"].std(1, keepdims=True) + 1e-4)
         for s, ref in enumerate(refs):
             scene = ref.scene or {}
-            if not (scene.get("type") == "video" or (scene.get("type") == "image" and scene.get("marked") is not None)):
+            if not _has_fine_evidence(scene):
                 continue
             fine_sides += 1
             traces = [_parse(t, ref, store) for t in samples[s * g:(s + 1) * g]]
@@ -320,7 +325,7 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
                 generate(root, seed=s, size=size, progress=False)
         overrides["sft"] = {**overrides.get("sft", {}), "perception_data": ",".join(map(str, roots))}
     eval_overrides = {"cache_dir": str(out / "eval-cache"),  # a rerun of the ablation reuses traces and vectors
-                      **profile_section(profile, "ablation").get("eval", {}), **(overrides or {}).get("eval", {})}
+                      **profile_section(profile, "ablation").get("eval", {}), **overrides.get("eval", {})}
     eval_cfg = build_config(EvalConfig, profile, "eval", **eval_overrides)
     per_seed: dict[str, list[dict]] = {v: [] for v in variants}
     runs = []

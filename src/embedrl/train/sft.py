@@ -148,17 +148,14 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     prompt = config.reasoner_prompt()
     roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
 
-    def detail():
-        examples = [e for i, root in enumerate(roots) for e in detail_examples(root, prompt, seed=config.seed + i)]
+    def pooled(build):  # examples of every root (the i-th root built by build(root, i)), shuffled together
+        examples = [e for i, root in enumerate(roots) for e in build(root, i)]
         random.Random(config.seed).shuffle(examples)
         return examples
 
-    def grounding():
-        examples = [e for root in roots for e in grounding_examples(root, prompt)]
-        random.Random(config.seed).shuffle(examples)
-        return examples
-
-    phases = [("detail", config.perception_steps, detail), ("grounding", config.grounding_steps, grounding)]
+    phases = [("detail", config.perception_steps,
+               lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
+              ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: grounding_examples(root, prompt)))]
     record = {}
     for name, steps, build in phases:
         if not steps:
