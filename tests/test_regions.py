@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -114,6 +115,36 @@ def test_marks_round_trip_keeps_the_evidence_of_teacher_and_gold_traces(prepared
     assert checked >= 3
 
 
+@pytest.mark.parametrize("subset", ["T2I-Marked", "CIR-Marked", "T2V-Flash", "VisDoc-Price"])
+def test_back_references_name_the_first_region_once_and_resolve_to_the_same_trace(prepared_small, subset):
+    from embedrl.tcot import render
+    from embedrl.tcot.regions import BACK_REFERENCE, resolve_marks, to_marks
+
+    checked = 0
+    for side in _sides(prepared_small, subset):
+        regions = region_proposals(side.scene) if side.media_path else []
+        if not regions:
+            continue
+        full = render(oracle_tcot(side.scene, text=side.clean_text))
+        explicit = to_marks(full, regions)
+        short = to_marks(full, regions, back_references=True)
+        first = re.search(r"#\d+", explicit).group(0)
+        assert short.count(first) == 1 and short.index(first) == explicit.index(first)
+        assert short.count(BACK_REFERENCE) == len(re.findall(rf"{first}(?!\d)", explicit)) - 1
+        assert resolve_marks(short, regions) == resolve_marks(explicit, regions)
+        checked += 1
+    assert checked >= 3
+
+
+def test_a_back_reference_before_any_mark_stays_unresolved(prepared_small):
+    from embedrl.tcot.regions import resolve_marks
+
+    side = next(s for s in _sides(prepared_small, "T2I-Marked") if s.media_kind == "image")
+    regions = region_proposals(side.scene)
+    assert resolve_marks("<answer>#= then #2, #= again</answer>", regions) == (
+        f"<answer>#= then {regions[1].words}, {regions[1].words} again</answer>")
+
+
 def test_image_marks_replace_every_object_phrase_and_unknown_marks_stay_unresolved(prepared_small):
     from embedrl.tcot import TCoTFormatError, parse, render
     from embedrl.tcot.regions import resolve_marks, to_marks
@@ -142,3 +173,8 @@ def test_grounded_sft_completions_are_in_mark_form(prepared_small):
     image_completions = [e["completion"][0]["content"] for e in grounded if len(e["images"]) > 1]
     assert image_completions and all("#" in c for c in image_completions)
     assert not any("#" in e["completion"][0]["content"] for e in plain)
+    once = sft_examples(prepared_small, prompt=ReasonerPrompt(grounded=True, image_size=112, back_references=True))
+    once_completions = [e["completion"][0]["content"] for e in once if len(e["images"]) > 1]
+    explicit = [len(re.findall(r"#\d", c)) for c in image_completions]
+    assert once_completions and all(c.count("#=") >= 1 and len(re.findall(r"#\d", c)) < n
+                                    for c, n in zip(once_completions, explicit, strict=True))

@@ -36,7 +36,8 @@ class ReasonerPrompt:
     `embedrl.tcot.prompts` (paper-scale Reasoners). grounded: list the region proposals of the input
     (embedrl.tcot.regions), each with its words, its box when `region_boxes`, and for images a sharp
     crop of `region_size` px; the Reasoner then writes marks (`#k`) for regions, resolved into the
-    region's words and box before anything reads its T-CoT (`Reasoner.resolve`).
+    region's words and box before anything reads its T-CoT (`Reasoner.resolve`); with `back_references`
+    it writes each repeat of its first mark as `#=` (one region choice per trace, embedrl.tcot.regions).
     The Reasoner sees sharper media than the Embedder: it must find the fine evidence.
     """
 
@@ -46,6 +47,7 @@ class ReasonerPrompt:
     grounded: bool = False
     region_size: int = 56
     region_boxes: bool = True
+    back_references: bool = False
 
     def __post_init__(self) -> None:
         if self.style not in ("short", "full"):
@@ -73,7 +75,7 @@ def side_regions(ref: SideRef, prompt: ReasonerPrompt) -> list[Region]:
 
 def completion_for(ref: SideRef, tcot_text: str, prompt: ReasonerPrompt) -> str:
     """What the Reasoner is trained to write for a full T-CoT: its mark form when grounded."""
-    return to_marks(tcot_text, side_regions(ref, prompt))
+    return to_marks(tcot_text, side_regions(ref, prompt), back_references=prompt.back_references)
 
 
 def resolve_completion(ref: SideRef, text: str, prompt: ReasonerPrompt) -> str:

@@ -18,6 +18,14 @@ its words and box out. `to_marks` turns a full T-CoT (the teacher's) into that f
 prose becomes the region's words, `"#k"` in the cue's `bbox_2d` its box and in `text_keywords` its
 words. A mark costs the Reasoner one choice among the regions present, so it cannot invent an object,
 and a sampled rollout explores *which* region, the choice the reward is about.
+
+**Back-references** (`back_references=True`): a trace names its first region several times (the
+thinking, the box, the rethink, the answer). Written out, each repeat is one more choice among the
+regions, and a small Reasoner trained from scratch makes each choice on its own (measured: the first
+mark named the dotted region 71% of the time, the answer's mark 31%, all marks agreed in 18% of
+traces). With back-references every later mention of the first region is `#=`, so the choice is made
+once, where the trace first points; `resolve_marks` reads `#=` as that first mark. Other regions (a
+composed query's second object, a page's other rows) stay written out.
 """
 
 from __future__ import annotations
@@ -103,6 +111,8 @@ def _padded(box: tuple[int, int, int, int], share: float = 0.15) -> list[int]:
 
 # ------------------------------------------------------------------------------------------- marks
 _MARK = re.compile(r"#(\d+)")
+BACK_REFERENCE = "#="
+_MARK_OR_BACK = re.compile(r"#(\d+|=)")
 _CUE = re.compile(r"(\{[^{}]*(?:\[[^{}]*\][^{}]*)*\})\s*</thinking>", re.S)
 
 
@@ -111,11 +121,36 @@ def resolve_marks(text: str, regions: list[Region]) -> str:
     then fails to parse or names nothing): a wrong mark is the writer's mistake, never repaired."""
     if not regions or "#" not in text:
         return text
+    text = _resolve_back_references(text)
     cue = _CUE.search(text)
     if cue is not None:
         resolved = _resolve_cue(cue.group(1), regions)
         text = text[:cue.start(1)] + resolved + text[cue.end(1):]
     return _MARK.sub(lambda m: _region(regions, m).words if _region(regions, m) else m.group(0), text)
+
+
+def _resolve_back_references(text: str) -> str:
+    """Each `#=` as the first explicit mark before it; one with no mark before it stays as written."""
+    first: str | None = None
+
+    def substitute(match: re.Match) -> str:
+        nonlocal first
+        if match.group(1) != "=":
+            first = first or match.group(0)
+            return match.group(0)
+        return first or match.group(0)
+
+    return _MARK_OR_BACK.sub(substitute, text)
+
+
+def _with_back_references(text: str) -> str:
+    """The mark form with every repeat of the first mark written `#=`."""
+    first = _MARK.search(text)
+    if first is None:
+        return text
+    repeat = re.compile(rf"{re.escape(first.group(0))}(?!\d)")
+    head, tail = text[:first.end()], text[first.end():]
+    return head + repeat.sub(BACK_REFERENCE, tail)
 
 
 def _region(regions: list[Region], match: re.Match) -> Region | None:
@@ -152,12 +187,15 @@ def _mark_keywords(item, regions: list[Region]) -> list:
     return list(region.keywords) or [region.words]
 
 
-def to_marks(text: str, regions: list[Region]) -> str:
+def to_marks(text: str, regions: list[Region], *, back_references: bool = False) -> str:
     """The mark form of a full T-CoT (for SFT of a grounded Reasoner): each region's words become `#k`,
     each cue box that overlaps a region (IoU >= 0.3: a loose box around it too) `"#k"`, and each region's
-    run of keywords `"#k"`. Anything else stays as written."""
+    run of keywords `"#k"`; with `back_references`, each repeat of the first mark `#=`. Anything else
+    stays as written."""
     if not regions:
         return text
+    if back_references:
+        return _with_back_references(to_marks(text, regions))
     cue = _CUE.search(text)
     if cue is not None:
         text = text[:cue.start(1)] + _cue_to_marks(cue.group(1), regions) + text[cue.end(1):]

@@ -38,6 +38,8 @@ class SFTStageConfig(trl.SFTConfig):
         "help": "list the input's region proposals in the prompt (embedrl.tcot.regions); saved with the model"})
     region_size: int = field(default=56, metadata={"help": "pixels of each region crop of a grounded prompt"})
     region_boxes: bool = field(default=True, metadata={"help": "write each region's 0-1000 box in a grounded prompt"})
+    back_references: bool = field(default=False, metadata={
+        "help": "a grounded Reasoner writes each repeat of its first region mark as #= (one region choice per trace)"})
     perception_steps: int = field(default=0, metadata={
         "help": "steps of the one-crop perception warm-up before the cold start (embedrl.train.perception); "
                 "0 = none: a pretrained Reasoner already sees"})
@@ -68,7 +70,7 @@ class SFTStageConfig(trl.SFTConfig):
 
     def reasoner_prompt(self) -> ReasonerPrompt:
         return ReasonerPrompt(self.prompt_style, self.reasoner_image_size, self.reasoner_frame_size,
-                              self.grounded, self.region_size, self.region_boxes)
+                              self.grounded, self.region_size, self.region_boxes, self.back_references)
 
 
 def sft_examples(data_root: str | Path, split: str = "train", *, prompt: ReasonerPrompt | None = None) -> list[dict]:
