@@ -32,6 +32,7 @@ from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_me
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import build_side, load_pairs
+from embedrl.train.exploration import EXPLORATION_MODES, explore_only_choices
 from embedrl.train.rewards import completion_text, make_judge, outcome_details, process_rewards
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,14 @@ class EGRLStageConfig(trl.GRPOConfig):
                                                          "(0: all); with more steps than groups they repeat"})
     shared_prefix: bool = field(default=True, metadata={"help": "reward embedding: run the media and text shared by "
                                                              "a side's G rollouts once (same vectors, faster)"})
+    exploration: str = field(default="all", metadata={
+        "help": "what the rollouts sample: all (every token, trl's sampling) or choices (only region marks and "
+                "numbers, the rest greedy: embedrl.train.exploration)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
+        if self.exploration not in EXPLORATION_MODES:
+            raise ValueError(f"egrl.exploration={self.exploration!r}: expected one of {EXPLORATION_MODES}")
         self.reward_weights = [self.format_weight, self.process_weight, self.outcome_weight]
         self.shuffle_dataset = False  # batches are whole groups, laid out in order by egrl_dataset
         self.remove_unused_columns = False
@@ -276,6 +282,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
 
     model, processor = load_model(reasoner_dir)
     processor.tokenizer.padding_side = "left"
+    if config.exploration == "choices":
+        explore_only_choices(model, processor.tokenizer)
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
     trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
                               processing_class=processor,
@@ -289,7 +297,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     meta_path = Path(reasoner_dir) / "embedrl.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta["stage"] = {"name": "eg_rl", "base_model": str(reasoner_dir), "embedder": str(embedder_dir),
-                     "reward_weights": config.reward_weights, "judge": config.judge}
+                     "reward_weights": config.reward_weights, "judge": config.judge,
+                     "exploration": config.exploration}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     return EGRLResult(out, rewards.history, time.perf_counter() - started)

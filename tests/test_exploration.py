@@ -1,0 +1,95 @@
+"""EG-RL exploration at the trace's choice points only (embedrl.train.exploration)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from embedrl.train.exploration import ChoiceExploration, choice_exploration, explore_only_choices
+
+MARK, DIGIT, WORD = 5, 7, 3
+
+
+def _scores(*rows):
+    return torch.tensor(rows, dtype=torch.float)
+
+
+def test_only_choice_points_keep_their_distribution():
+    processor = ChoiceExploration(MARK, [DIGIT, DIGIT + 1])
+    previous = torch.tensor([[1, MARK], [1, WORD], [1, WORD]])  # after '#', after a word, after a word
+    scores = _scores([0.1, 0.3, 0.2, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0],  # a mark: sampled as is
+                     [0.1, 0.3, 0.2, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0],  # a number is most likely: sampled as is
+                     [0.1, 0.3, 0.2, 3.0, 0.0, 0.0, 0.0, 2.0, 1.0])  # a word is most likely: greedy
+    out = processor(previous, scores.clone())
+    assert torch.equal(out[0], scores[0]) and torch.equal(out[1], scores[1])
+    assert out[2, WORD] == 3.0
+    assert all(math.isinf(v) and v < 0 for i, v in enumerate(out[2].tolist()) if i != WORD)
+
+
+def test_choice_exploration_of_the_project_tokenizer_finds_the_mark_and_the_digits():
+    from embedrl.models.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    processor = choice_exploration(tokenizer)
+    assert tokenizer.convert_ids_to_tokens(processor.mark_token_id) == "#"
+    decoded = {tokenizer.decode([int(i)]).strip() for i in processor.number_token_ids}
+    assert set("0123456789") <= decoded and all(d.isdigit() for d in decoded)
+
+
+def test_exploration_mode_is_validated():
+    from embedrl.train.egrl import EGRLStageConfig
+
+    with pytest.raises(ValueError, match="exploration"):
+        EGRLStageConfig(output_dir="unused", exploration="everything", use_cpu=True)
+
+
+def test_sampled_rollouts_of_one_prompt_first_differ_at_a_choice_point(prepared_small, sft_reasoner):
+    """With choice exploration the rollouts of one prompt are the greedy trace except where they choose:
+    two rollouts agree token for token up to a region mark or a number, and differ first there."""
+    from embedrl.data.sides import MediaStore
+    from embedrl.models.reasoner import Reasoner, reasoner_images
+    from embedrl.train.embedder import load_pairs
+
+    reasoner = Reasoner.load(sft_reasoner.out_dir / "model", max_new_tokens=96)
+    tokenizer = reasoner.processor.tokenizer
+    tokenizer.padding_side = "left"
+    explore_only_choices(reasoner.model, tokenizer)
+    processor = choice_exploration(tokenizer)
+    store = MediaStore(prepared_small)
+    sides = [p.positive for p in load_pairs(prepared_small)["T2I-Marked"][:4]]
+    torch.manual_seed(0)
+    compared = differing = 0
+    for ref in sides:
+        text, images = reasoner.prompt_text(ref, "target", None), reasoner_images(ref, store, reasoner.prompt)
+        batch = reasoner.processor(text=[text] * 6, images=images * 6, return_tensors="pt", padding=True)
+        out = reasoner.model.generate(**batch, max_new_tokens=96, do_sample=True, temperature=2.0, top_p=None,
+                                      top_k=None, pad_token_id=tokenizer.pad_token_id)
+        prompt_len = batch["input_ids"].shape[1]
+        for other in out[1:]:
+            compared += 1
+            diff = (out[0] != other).nonzero()
+            if len(diff) == 0:
+                continue
+            differing += 1
+            at = int(diff[0])
+            assert at >= prompt_len
+            assert _is_choice_point(reasoner, processor, text, images, out[0][prompt_len:at]), (
+                f"rollouts diverge at a non-choice token: {tokenizer.decode(out[0][prompt_len:at + 1])!r}")
+    assert compared == 20 and differing > 0  # at temperature 2 some rollouts choose differently
+
+
+def _is_choice_point(reasoner, processor, text, images, completion_prefix) -> bool:
+    """After the mark token, or where the model's most likely next token is a number."""
+    if len(completion_prefix) and int(completion_prefix[-1]) == processor.mark_token_id:
+        return True
+    batch = reasoner.processor(text=[text], images=images, return_tensors="pt")
+    batch["input_ids"] = torch.cat([batch["input_ids"], completion_prefix[None]], dim=1)
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    if "mm_token_type_ids" in batch:
+        batch["mm_token_type_ids"] = torch.cat(
+            [batch["mm_token_type_ids"], torch.zeros_like(completion_prefix)[None]], dim=1)
+    with torch.no_grad():
+        best = int(reasoner.model(**batch).logits[0, -1].argmax())
+    return best in set(processor.number_token_ids.tolist())
