@@ -97,6 +97,25 @@ def test_ablation_refuses_its_own_data_seed_as_perception_data(tmp_path):
     assert not (tmp_path / "ablation").exists()
 
 
+def test_the_tiny_ablation_recipe_comes_from_the_profile_and_yields_to_overrides():
+    from embedrl.config import EmbedderTrainConfig, EvalConfig, build_config
+    from embedrl.experiment import ablation_recipe
+    from embedrl.train.egrl import EGRLStageConfig
+    from embedrl.train.sft import SFTStageConfig
+
+    recipe, seeds = ablation_recipe("tiny")
+    assert seeds == [1001, 1002]
+    assert recipe["sft"]["back_references"] is True and recipe["egrl"]["exploration"] == "choices"
+    for cls, section in ((SFTStageConfig, "sft"), (EGRLStageConfig, "egrl"), (EvalConfig, "eval"),
+                         (EmbedderTrainConfig, "embedder")):  # every key is a real field of its stage
+        build_config(cls, "tiny", section, **({"output_dir": "unused"} if section in ("sft", "egrl") else {}),
+                     **recipe.get(section, {}))
+    mine, none = ablation_recipe("tiny", {"egrl": {"exploration": "all"}, "eval": {"max_queries": 5}}, [])
+    assert mine["egrl"] == {**recipe["egrl"], "exploration": "all"} and mine["eval"]["max_queries"] == 5
+    assert none == []
+    assert ablation_recipe(str(MICRO_PROFILE), {"sft": {"max_steps": 3}}) == ({"sft": {"max_steps": 3}}, [])
+
+
 def test_set_options_become_profile_overrides():
     from embedrl.cli import _set_overrides
 

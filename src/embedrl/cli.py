@@ -375,10 +375,12 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
                      help="pools per eval task (0 = all; default: the profile's ablation.eval.max_queries)")
     abl.add_argument("--out", required=True, help="output directory (ablation.json, ablation.md, runs)")
     abl.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
-                     help="override a profile setting for every seed, e.g. egrl.temperature=0.8 (repeatable)")
-    abl.add_argument("--perception-data-seeds", type=int, nargs="*", default=[],
+                     help="override a profile setting for every seed, e.g. egrl.temperature=0.8 (repeatable; "
+                          "over the profile's stage sections and its ablation section)")
+    abl.add_argument("--perception-data-seeds", type=int, nargs="*", default=None,
                      help="generate MiniMMEB with these seeds for the Reasoner's perception warm-up only "
-                          "(sft.perception_data; with sft.perception_steps / grounding_steps set)")
+                          "(sft.perception_data; with sft.perception_steps / grounding_steps set); default: the "
+                          "profile's ablation.perception_data_seeds; given without seeds: none")
     abl.set_defaults(handler=_experiment_ablation)
     hold = commands.add_parser("rl-holdout", help="score a Reasoner on RL groups EG-RL does not train on (tune here, "
                                                   "never on the eval split)")

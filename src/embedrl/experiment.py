@@ -302,11 +302,34 @@ def evaluate_variants(prepared: Path, run: SeedRun, eval_cfg: EvalConfig, out: P
     return results
 
 
+ABLATION_SECTIONS = ("embedder", "sft", "egrl", "eval")
+
+
+def ablation_recipe(profile: str, overrides: dict | None = None,
+                    perception_data_seeds: list[int] | None = None) -> tuple[dict, list[int]]:
+    """The ablation's stage settings and perception data seeds: the profile's `ablation` section (its
+    `embedder` / `sft` / `egrl` / `eval` keys and `perception_data_seeds`) under the caller's overrides;
+    `perception_data_seeds=None` takes the profile's, a list (even empty) replaces them."""
+    recipe = profile_section(profile, "ablation")
+    unknown = sorted(set(recipe) - {*ABLATION_SECTIONS, "perception_data_seeds"})
+    if unknown:
+        raise ValueError(f"profile {profile}: unknown key(s) {unknown} in section 'ablation'; known: "
+                         f"{[*ABLATION_SECTIONS, 'perception_data_seeds']}")
+    overrides = overrides or {}
+    merged = {name: {**(recipe.get(name) or {}), **overrides.get(name, {})}
+              for name in {*ABLATION_SECTIONS, *overrides}}
+    if perception_data_seeds is None:
+        perception_data_seeds = recipe.get("perception_data_seeds") or []
+    return {name: values for name, values in merged.items() if values}, list(perception_data_seeds)
+
+
 def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path, *, size: str = "default",
-                 overrides: dict | None = None, variants=VARIANTS, perception_data_seeds: list[int] = ()) -> dict:
+                 overrides: dict | None = None, variants=VARIANTS,
+                 perception_data_seeds: list[int] | None = None) -> dict:
     from embedrl.data.minimmeb import generate
     from embedrl.data.prepare import prepare
 
+    overrides, perception_data_seeds = ablation_recipe(profile, overrides, perception_data_seeds)
     if data_seed in perception_data_seeds:
         raise ValueError(f"perception data seed {data_seed} is the ablation's own data seed: its eval split "
                          "would be trained on")
@@ -317,7 +340,6 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
     generate(data, seed=data_seed, size=size, progress=False)
     prepared = out / "prepared"
     prepare(data, prepared)
-    overrides = dict(overrides or {})
     if perception_data_seeds:  # more scenes for the perception warm-up; never read by any evaluation
         roots = [out / "perception-data" / f"seed-{s}" for s in perception_data_seeds]
         for s, root in zip(perception_data_seeds, roots, strict=True):
@@ -325,7 +347,7 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
                 generate(root, seed=s, size=size, progress=False)
         overrides["sft"] = {**overrides.get("sft", {}), "perception_data": ",".join(map(str, roots))}
     eval_overrides = {"cache_dir": str(out / "eval-cache"),  # a rerun of the ablation reuses traces and vectors
-                      **profile_section(profile, "ablation").get("eval", {}), **overrides.get("eval", {})}
+                      **overrides.get("eval", {})}
     eval_cfg = build_config(EvalConfig, profile, "eval", **eval_overrides)
     per_seed: dict[str, list[dict]] = {v: [] for v in variants}
     runs = []
