@@ -71,6 +71,7 @@ def test_evaluate_command_writes_the_report(prepared_small, trained_embedder, tm
 @pytest.mark.timeout(1200)
 def test_ablation_command_runs_every_stage_and_variant(tmp_path, capsys):
     from embedrl.cli import main
+    from embedrl.train.sft import PERCEPTION_DONE
 
     out = tmp_path / "ablation"
     code = main(["experiment", "ablation", "--profile", str(MICRO_PROFILE), "--data-seed", "5", "--seeds", "0",
@@ -81,6 +82,8 @@ def test_ablation_command_runs_every_stage_and_variant(tmp_path, capsys):
     assert summary["settings"]["perception_data_seeds"] == [6]
     assert summary["settings"]["overrides"]["sft"]["perception_steps"] == 2
     assert (out / "perception-data" / "seed-6" / "manifest.json").exists()
+    assert summary["settings"]["overrides"]["sft"]["perception_dir"] == str(out / "perception-base")
+    assert (out / "perception-base" / "model" / PERCEPTION_DONE).exists()
     assert set(summary["variants"]) == {"no_cot", "teacher_cot", "sft_cot", "egrl_cot", "oracle_cot"}
     for variant in summary["variants"].values():
         assert 0 <= variant["overall"] <= 100 and len(variant["per_seed"]) == 1

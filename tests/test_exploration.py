@@ -93,3 +93,25 @@ def _is_choice_point(reasoner, processor, text, images, completion_prefix) -> bo
     with torch.no_grad():
         best = int(reasoner.model(**batch).logits[0, -1].argmax())
     return best in set(processor.number_token_ids.tolist())
+
+
+def test_choice_mask_marks_the_token_after_a_mark_and_every_number():
+    processor = ChoiceExploration(MARK, [DIGIT, DIGIT + 1])
+    completions = torch.tensor([[WORD, MARK, DIGIT, WORD, MARK, WORD, DIGIT + 1, 0],
+                                [MARK, MARK, WORD, WORD, WORD, WORD, WORD, WORD]])
+    assert processor.choice_mask(completions).tolist() == [[0, 0, 1, 0, 0, 1, 1, 0],
+                                                           [0, 1, 1, 0, 0, 0, 0, 0]]
+
+
+def test_the_policy_gradient_falls_on_the_choices_and_the_kl_on_every_token():
+    """Per-token advantages: each completion's advantage at its choice tokens, 0 elsewhere; the completion
+    mask (KL and the loss's token count) is left as it is."""
+    from embedrl.train.exploration import advantages_on_choices
+
+    processor = ChoiceExploration(MARK, [DIGIT])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    batch = {"completion_ids": torch.tensor([[MARK, DIGIT, WORD, DIGIT], [WORD, MARK, WORD, 0]]),
+             "completion_mask": mask.clone(), "advantages": torch.tensor([0.5, -2.0])}
+    out = advantages_on_choices(batch, processor)
+    assert out["advantages"].tolist() == [[0.0, 0.5, 0.0, 0.5], [0.0, 0.0, -2.0, 0.0]]
+    assert torch.equal(out["completion_mask"], mask) and "tool_mask" not in out

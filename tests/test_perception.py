@@ -105,6 +105,27 @@ def test_sft_runs_the_warm_up_first_and_reuses_it(prepared_small, tiny_models, t
     config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
     train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
     assert any("reusing" in r.getMessage() for r in caplog.records)
+    # a finished warm-up with other settings is never taken for this run's
+    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path),
+                          **{**settings, "perception_steps": 7})
+    with pytest.raises(ValueError, match="other settings"):
+        train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
+
+
+@pytest.mark.timeout(600)
+def test_runs_naming_one_perception_dir_share_its_warm_up(prepared_small, tiny_models, tmp_path, caplog):
+    """sft.perception_dir: the first run trains the warm-up there, a later run (another output directory,
+    another seed) starts its cold start from it, as runs of a pretrained Reasoner share its base."""
+    shared = tmp_path / "perception-base"
+    settings = {"max_steps": 2, "perception_steps": 2, "grounding_steps": 2, "perception_dir": str(shared)}
+    first = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path / "a"), seed=0, **settings)
+    train_sft(prepared_small, tiny_models["reasoner"], tmp_path / "a", first)
+    assert (shared / "model" / PERCEPTION_DONE).exists() and not (tmp_path / "a" / "perception").exists()
+    caplog.set_level("INFO", logger="embedrl.train.sft")
+    second = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path / "b"), seed=1, **settings)
+    train_sft(prepared_small, tiny_models["reasoner"], tmp_path / "b", second)
+    assert any("reusing" in r.getMessage() and str(shared) in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "b" / "model" / "model.safetensors").exists()
 
 
 @pytest.mark.timeout(600)

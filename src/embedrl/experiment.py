@@ -346,6 +346,11 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
             if not (root / "manifest.json").exists():
                 generate(root, seed=s, size=size, progress=False)
         overrides["sft"] = {**overrides.get("sft", {}), "perception_data": ",".join(map(str, roots))}
+    sft_recipe = overrides.get("sft", {})
+    if sft_recipe.get("perception_steps") or sft_recipe.get("grounding_steps"):
+        # The warm-up stands in for the pretraining of a paper-scale Reasoner, which every seed starts from:
+        # trained once (with the first seed), shared by the others.
+        overrides["sft"] = {"perception_dir": str(out / "perception-base"), **sft_recipe}
     eval_overrides = {"cache_dir": str(out / "eval-cache"),  # a rerun of the ablation reuses traces and vectors
                       **overrides.get("eval", {})}
     eval_cfg = build_config(EvalConfig, profile, "eval", **eval_overrides)

@@ -32,7 +32,12 @@ from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_me
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import build_side, load_pairs
-from embedrl.train.exploration import EXPLORATION_MODES, explore_only_choices
+from embedrl.train.exploration import (
+    EXPLORATION_MODES,
+    ChoiceExploration,
+    advantages_on_choices,
+    explore_only_choices,
+)
 from embedrl.train.rewards import completion_text, make_judge, outcome_details, process_rewards
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,9 @@ class EGRLStageConfig(trl.GRPOConfig):
     exploration: str = field(default="all", metadata={
         "help": "what the rollouts sample: all (every token, trl's sampling) or choices (only region marks and "
                 "numbers, the rest greedy: embedrl.train.exploration)"})
+    choice_advantages_only: bool = field(default=True, metadata={
+        "help": "with exploration=choices: GRPO's policy-gradient term on the choice tokens only (the others "
+                "are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
@@ -205,6 +213,18 @@ class EGRLRewards:
         return embed_sides(self.embedder, self.inputs, sides, shared_prefix=self.config.shared_prefix)
 
 
+class ChoiceGRPOTrainer(trl.GRPOTrainer):
+    """trl's GRPO whose policy-gradient term falls on the choice tokens of each completion only, the tokens
+    the rollouts sampled (`egrl.exploration: choices`); the KL to the reference stays on every token."""
+
+    def __init__(self, *args, choices: ChoiceExploration, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.choices = choices
+
+    def _generate_and_score_completions(self, inputs):
+        return advantages_on_choices(super()._generate_and_score_completions(inputs), self.choices)
+
+
 class StepTimes(transformers.TrainerCallback):
     """Wall seconds of every GRPO step split into generation (the Reasoner's `generate` calls), reward
     (`EGRLRewards`, the frozen Embedder and the judge) and update (the rest: log-probs, loss, backward,
@@ -282,13 +302,16 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
 
     model, processor = load_model(reasoner_dir)
     processor.tokenizer.padding_side = "left"
+    trainer_class, choice_kwargs = trl.GRPOTrainer, {}
     if config.exploration == "choices":
-        explore_only_choices(model, processor.tokenizer)
+        choices = explore_only_choices(model, processor.tokenizer)
+        if config.choice_advantages_only:
+            trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"choices": choices}
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
+    trainer = trainer_class(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
                               processing_class=processor,
                               callbacks=[completion_marker("eg_rl", rewards.save_state, train_log=out / "train_log.jsonl"),
-                                         timer])
+                                         timer], **choice_kwargs)
     rewards.trainer = trainer
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final = out / "model"
@@ -298,7 +321,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta["stage"] = {"name": "eg_rl", "base_model": str(reasoner_dir), "embedder": str(embedder_dir),
                      "reward_weights": config.reward_weights, "judge": config.judge,
-                     "exploration": config.exploration}
+                     "exploration": config.exploration,
+                     "choice_advantages_only": config.exploration == "choices" and config.choice_advantages_only}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     return EGRLResult(out, rewards.history, time.perf_counter() - started)

@@ -14,6 +14,13 @@ The G rollouts of a side then differ in their choices only, so their reward spre
 effect, and the tokens the rollouts share (same token after the same prefix) get advantages that sum
 to zero over the group: their gradients cancel, and the update falls on the choices. The sampled
 distribution at a choice point is the policy's own (trl's temperature and min_p apply there).
+
+With these rollouts the only stochastic actions are the choices: every other token is the argmax, not a
+sample of the policy, so a policy gradient on it is not an estimate of anything (a rollout with a bad
+choice would push down the well-formed greedy tokens that follow it). `ChoiceExploration.choice_mask`
+marks the choice tokens of a completion, and EG-RL puts GRPO's policy-gradient term on them only, with
+the KL to the reference on every token (`egrl.choice_advantages_only`). (Restricting the KL as well lets the
+greedy tokens drift with nothing to hold them: the held-out format rate fell 0.87 -> 0.33 in 54 steps.)
 """
 
 from __future__ import annotations
@@ -38,6 +45,27 @@ class ChoiceExploration(LogitsProcessor):
         greedy.scatter_(1, best[:, None], scores.gather(1, best[:, None]))
         return torch.where(choice[:, None], scores, greedy)
 
+    def choice_mask(self, completion_ids: torch.Tensor) -> torch.Tensor:
+        """1 at the tokens of completions [N, T] that were choices: the token after a mark, and every number.
+        (A number is only ever written where a number was most likely, a choice point; a non-number sampled
+        at such a point is the one choice this cannot see, and min_p makes it rare.)"""
+        after_mark = torch.zeros_like(completion_ids, dtype=torch.bool)
+        after_mark[:, 1:] = completion_ids[:, :-1] == self.mark_token_id
+        numbers = torch.isin(completion_ids, self.number_token_ids.to(completion_ids.device))
+        return (after_mark | numbers).long()
+
+
+def advantages_on_choices(batch: dict, choices: ChoiceExploration) -> dict:
+    """A trl GRPO batch whose advantages ([N], one per completion) become per-token advantages ([N, T])
+    that are zero except at the choice tokens: the policy-gradient term falls on the choices only, while
+    the KL to the reference (and the loss's token count) still covers every token, which keeps the greedy
+    rest of the trace where the reference has it. (trl's loss takes [N, T] advantages as they are.)"""
+    advantages = batch["advantages"]
+    if advantages.dim() == 1:
+        advantages = advantages[:, None]
+    batch["advantages"] = advantages * choices.choice_mask(batch["completion_ids"]).to(advantages.dtype)
+    return batch
+
 
 def choice_exploration(tokenizer) -> ChoiceExploration:
     """The processor for a tokenizer: its `#` token and every token that is a number (digits only)."""
@@ -49,8 +77,8 @@ def choice_exploration(tokenizer) -> ChoiceExploration:
     return ChoiceExploration(mark, numbers)
 
 
-def explore_only_choices(model, tokenizer) -> None:
-    """Make the model's `generate` (as trl calls it) sample only at choice points."""
+def explore_only_choices(model, tokenizer) -> ChoiceExploration:
+    """Make the model's `generate` (as trl calls it) sample only at choice points; returns the processor."""
     processor = choice_exploration(tokenizer)
     plain_generate = model.generate
 
@@ -60,3 +88,4 @@ def explore_only_choices(model, tokenizer) -> None:
         return plain_generate(*args, logits_processor=extra, **kwargs)
 
     model.generate = generate
+    return processor

@@ -51,6 +51,10 @@ class SFTStageConfig(trl.SFTConfig):
         "help": "more data roots (comma-separated, MiniMMEB layout, e.g. other generator seeds; never evaluation "
                 "data) whose train-split images add to the warm-up's examples: more distinct scenes to learn "
                 "perception from instead of memorising the few there are"})
+    perception_dir: str = field(default="", metadata={
+        "help": "where the perception warm-up's model is kept (default: <output>/perception); runs that name "
+                "the same directory train it once and share it, as runs of a paper-scale Reasoner share its "
+                "pretrained base (the ablation's seeds)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
@@ -111,7 +115,8 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
     prompt = config.reasoner_prompt()
     model, processor = load_model(model_dir)
     if config.perception_steps or config.grounding_steps:
-        model = _perception_warmup(model, processor, data_root, Path(out_dir) / "perception", config)
+        warmup_dir = Path(config.perception_dir) if config.perception_dir else Path(out_dir) / "perception"
+        model = _perception_warmup(model, processor, data_root, warmup_dir, config)
     examples = sft_examples(data_root, prompt=prompt)
     if config.grounding_copies:
         examples += grounding_examples(data_root, prompt) * config.grounding_copies
@@ -144,11 +149,17 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     from embedrl.models.factory import load_model
 
     done = out_dir / "model"
-    if (done / PERCEPTION_DONE).exists():  # a rerun after a kill in the cold start: warm-up already done
-        log.info("perception warm-up: reusing %s", done)
-        return load_model(done)[0]
     prompt = config.reasoner_prompt()
     roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
+    settings = {"perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
+                "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
+    if (done / PERCEPTION_DONE).exists():  # shared by another run, or a rerun after a kill in the cold start
+        kept = json.loads((done / PERCEPTION_DONE).read_text()).get("settings")
+        if kept != settings:
+            raise ValueError(f"sft.perception_dir {out_dir} holds a warm-up with other settings ({kept}) than "
+                             f"this run's ({settings}): name another directory")
+        log.info("perception warm-up: reusing %s", done)
+        return load_model(done)[0]
 
     def pooled(build):  # examples of every root (the i-th root built by build(root, i)), shuffled together
         examples = [e for i, root in enumerate(roots) for e in build(root, i)]
@@ -158,7 +169,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     phases = [("detail", config.perception_steps,
                lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
               ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: grounding_examples(root, prompt)))]
-    record = {}
+    record: dict = {"settings": settings}
     for name, steps, build in phases:
         if not steps:
             continue
