@@ -309,9 +309,9 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
             trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"choices": choices}
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
     trainer = trainer_class(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
-                              processing_class=processor,
-                              callbacks=[completion_marker("eg_rl", rewards.save_state, train_log=out / "train_log.jsonl"),
-                                         timer], **choice_kwargs)
+                            processing_class=processor,
+                            callbacks=[completion_marker("eg_rl", rewards.save_state, train_log=out / "train_log.jsonl"),
+                                       timer], **choice_kwargs)
     rewards.trainer = trainer
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final = out / "model"
