@@ -13,10 +13,10 @@ from embedrl.data.sides import MediaStore
 from embedrl.models.reasoner import ReasonerPrompt, side_regions
 from embedrl.tcot.regions import region_crops
 from embedrl.train.perception import (
-    _single_detail,
     detail_examples,
     detail_images,
     grounding_examples,
+    single_detail,
 )
 from embedrl.train.sft import PERCEPTION_DONE, SFTStageConfig, sft_examples, train_sft
 
@@ -41,9 +41,9 @@ def test_scenes_without_a_single_detail_give_no_example():
     def obj(detail):
         return {"detail": detail}
 
-    assert _single_detail({"objects": [obj(None), obj("dot"), obj(None)]}) == ("dot", 2)
-    assert _single_detail({"objects": [obj("dot"), obj("dot")]}) is None
-    assert _single_detail({"objects": [obj(None)]}) is None
+    assert single_detail({"objects": [obj(None), obj("dot"), obj(None)]}) == ("dot", 2)
+    assert single_detail({"objects": [obj("dot"), obj("dot")]}) is None
+    assert single_detail({"objects": [obj(None)]}) is None
 
 
 def test_detail_examples_pair_the_dotted_crop_with_a_plain_one(prepared_small):

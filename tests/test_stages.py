@@ -158,6 +158,30 @@ def test_reward_alignment_compares_rollouts_with_and_without_the_evidence(prepar
         assert gaps["format"] == 0.0 and all(np.isfinite(v) for v in gaps.values())
 
 
+def test_mark_binding_reads_the_first_mark_as_written(prepared_small, sft_reasoner):
+    """The share of held-out marked images whose greedy trace first points at the dotted region: the marks
+    are read before resolution (a resolved trace has region words, not marks)."""
+    import re
+
+    from embedrl.config import build_config
+    from embedrl.data.sides import MediaStore
+    from embedrl.experiment import mark_binding
+    from embedrl.models.reasoner import Reasoner
+    from embedrl.train.egrl import EGRLStageConfig
+    from embedrl.train.embedder import load_pairs
+
+    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".")
+    report = mark_binding(prepared_small, sft_reasoner.out_dir / "model", config)
+    assert report["sides"] > 0 and 0.0 <= report["binding_rate"] <= 1.0
+    reasoner = Reasoner.load(sft_reasoner.out_dir / "model", max_new_tokens=96)
+    sides = [p.positive for p in load_pairs(prepared_small)["T2I-Marked"][:4]]
+    store = MediaStore(prepared_small)
+    raw = reasoner.generate(sides, ["target"] * 4, store, resolve=False)
+    resolved = reasoner.generate(sides, ["target"] * 4, store)
+    assert any(re.search(r"#\d", t) for t in raw)
+    assert sum(len(re.findall(r"#\d", t)) for t in resolved) < sum(len(re.findall(r"#\d", t)) for t in raw)
+
+
 def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_small, trained_embedder,
                                                                     sft_reasoner):
     from embedrl.config import build_config

@@ -206,6 +206,40 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
             "evidence_rate": float(np.mean([names_disambiguating_evidence(t, s) for t, s in fine])) if fine else None}
 
 
+def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int = 64) -> dict:
+    """How often a grounded Reasoner's greedy trace points at the detail: on the held-out RL groups of
+    `rl_holdout`, the image sides whose scene marks exactly one region with a detail (MiniMMEB's dot), and
+    the share whose first region mark (`#k`, as written) is that region. Chance is about 1 / regions."""
+    import re
+
+    import torch
+
+    from embedrl.data.sides import MediaStore
+    from embedrl.models.reasoner import Reasoner, ReasonerPrompt
+    from embedrl.train.egrl import egrl_dataset
+    from embedrl.train.perception import single_detail
+
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    prompt = ReasonerPrompt.of_model(reasoner_dir)
+    if not prompt.grounded:
+        raise ValueError(f"mark_binding: the Reasoner in {reasoner_dir} is not grounded (it writes no region marks)")
+    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
+    per_group = 2 * config.pairs_per_step
+    total_groups = len(rows) // per_group
+    held = rows[max(0, total_groups - n_groups) * per_group:total_groups * per_group]
+    picked = [(r, sides[r["side"]]) for r in held if sides[r["side"]].media_kind == "image"]
+    picked = [(r, ref, found[1]) for r, ref in picked if (found := single_detail(ref.scene or {})) is not None]
+    if not picked:
+        return {"sides": 0, "binding_rate": None}
+    texts = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length).generate(
+        [ref for _, ref, _ in picked], [r["role"] for r, _, _ in picked], MediaStore(prepared), batch_size=128,
+        resolve=False)
+    first = [re.search(r"#(\d+)", t) for t in texts]
+    hits = [m is not None and int(m.group(1)) == mark for m, (_, _, mark) in zip(first, picked, strict=True)]
+    return {"sides": len(hits), "binding_rate": float(np.mean(hits))}
+
+
 def reward_alignment(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 16,
                      first_group: int = 0) -> dict:
     """Does the EG-RL reward favour the rollouts that hold the disambiguating evidence?

@@ -160,7 +160,8 @@ class Reasoner:
     @torch.no_grad()
     def generate(self, refs: Sequence[SideRef], roles: Sequence[str], store: MediaStore, *,
                  batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0,
-                 min_p: float | None = None) -> list[str]:
+                 min_p: float | None = None, resolve: bool = True) -> list[str]:
+        """The Reasoner's T-CoT for each side; `resolve=False` keeps a grounded Reasoner's marks as written."""
         outputs: list[str] = []
         for start in range(0, len(refs), batch_size):
             chunk = list(zip(refs[start:start + batch_size], roles[start:start + batch_size], strict=True))
@@ -179,4 +180,6 @@ class Reasoner:
             )
             new_tokens = generated[:, batch["input_ids"].shape[1]:]
             outputs += self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        if not resolve:
+            return [o.strip() for o in outputs]
         return [resolve_completion(ref, o.strip(), self.prompt) for ref, o in zip(refs, outputs, strict=True)]

@@ -55,7 +55,7 @@ def detail_images(data_root: str | Path, split: str = "train") -> Iterator[Detai
                 if ref.media_kind != "image" or scene.get("type") != "image" or ref.media_path in seen:
                     continue
                 seen.add(ref.media_path)
-                found = _single_detail(scene)
+                found = single_detail(scene)
                 if found is None:
                     skipped += 1
                     continue
@@ -64,7 +64,7 @@ def detail_images(data_root: str | Path, split: str = "train") -> Iterator[Detai
         log.info("perception examples: %d images of split %s have no single detailed object", skipped, split)
 
 
-def _single_detail(scene: dict) -> tuple[str, int] | None:
+def single_detail(scene: dict) -> tuple[str, int] | None:
     objects = scene.get("objects", [])[:MAX_REGIONS]
     marked = [(index, o["detail"]) for index, o in enumerate(objects, 1) if o.get("detail")]
     if len(marked) != 1:
