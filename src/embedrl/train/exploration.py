@@ -20,7 +20,8 @@ sample of the policy, so a policy gradient on it is not an estimate of anything 
 choice would push down the well-formed greedy tokens that follow it). `ChoiceExploration.choice_mask`
 marks the choice tokens of a completion, and EG-RL puts GRPO's policy-gradient term on them only, with
 the KL to the reference on every token (`egrl.choice_advantages_only`). (Restricting the KL as well lets the
-greedy tokens drift with nothing to hold them: the held-out format rate fell 0.87 -> 0.33 in 54 steps.)
+greedy tokens drift with nothing to hold them: held-out format 0.33 after 54 steps, 0.87 with the
+loss on every token.)
 """
 
 from __future__ import annotations
