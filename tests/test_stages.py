@@ -170,8 +170,8 @@ def test_mark_binding_reads_the_first_mark_as_written(prepared_small, sft_reason
     from embedrl.train.egrl import EGRLStageConfig
     from embedrl.train.embedder import load_pairs
 
-    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".")
-    report = mark_binding(prepared_small, sft_reasoner.out_dir / "model", config)
+    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", max_steps=1)
+    report = mark_binding(prepared_small, sft_reasoner.out_dir / "model", config, n_groups=8)
     assert report["sides"] > 0 and 0.0 <= report["binding_rate"] <= 1.0
     reasoner = Reasoner.load(sft_reasoner.out_dir / "model", max_new_tokens=96)
     sides = [p.positive for p in load_pairs(prepared_small)["T2I-Marked"][:4]]
@@ -180,6 +180,9 @@ def test_mark_binding_reads_the_first_mark_as_written(prepared_small, sft_reason
     resolved = reasoner.generate(sides, ["target"] * 4, store)
     assert any(re.search(r"#\d", t) for t in raw)
     assert sum(len(re.findall(r"#\d", t)) for t in resolved) < sum(len(re.findall(r"#\d", t)) for t in raw)
+    with pytest.raises(ValueError, match="cannot hold out"):  # never on groups EG-RL trains on
+        mark_binding(prepared_small, sft_reasoner.out_dir / "model", build_config(
+            EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", max_steps=10_000), n_groups=8)
 
 
 def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_small, trained_embedder,

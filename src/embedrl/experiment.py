@@ -144,6 +144,20 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
             "passed": bool(gap > within > 0 and sample_format > 0)}
 
 
+def _held_out_rows(prepared: Path, prompt, config, n_groups: int) -> tuple[list[dict], list]:
+    """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, which must lie
+    past the `config.max_steps` groups EG-RL trains on."""
+    from embedrl.train.egrl import egrl_dataset
+
+    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
+    per_group = 2 * config.pairs_per_step
+    total_groups = len(rows) // per_group
+    if total_groups - n_groups < config.max_steps:
+        raise ValueError(f"only {total_groups} RL groups: cannot hold out {n_groups} past the {config.max_steps} "
+                         "that EG-RL trains on")
+    return rows[(total_groups - n_groups) * per_group:total_groups * per_group], sides
+
+
 def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, config, *, n_groups: int = 64,
                source: str = "reasoner") -> dict:
     """Greedy traces of a Reasoner on RL groups that EG-RL does not train on: what RL settings are tuned on.
@@ -162,7 +176,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
     from embedrl.tcot.teachers import gold_tcot, names_disambiguating_evidence
-    from embedrl.train.egrl import _parse, egrl_dataset
+    from embedrl.train.egrl import _parse
     from embedrl.train.embedder import build_side
     from embedrl.train.rewards import outcome_details
 
@@ -171,13 +185,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     prompt = ReasonerPrompt.of_model(reasoner_dir) if source == "reasoner" else ReasonerPrompt()
-    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
-    per_group = 2 * config.pairs_per_step
-    total_groups = len(rows) // per_group
-    if total_groups - n_groups < config.max_steps:
-        raise ValueError(f"only {total_groups} RL groups: cannot hold out {n_groups} past the {config.max_steps} "
-                         "that EG-RL trains on")
-    held = rows[(total_groups - n_groups) * per_group:total_groups * per_group]
+    held, sides = _held_out_rows(prepared, prompt, config, n_groups)
     store = MediaStore(prepared)
     refs = [sides[r["side"]] for r in held]
     if source == "reasoner":
@@ -216,7 +224,6 @@ def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int = 
 
     from embedrl.data.sides import MediaStore
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
-    from embedrl.train.egrl import egrl_dataset
     from embedrl.train.perception import single_detail
 
     if config.num_threads > 0:
@@ -224,10 +231,7 @@ def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int = 
     prompt = ReasonerPrompt.of_model(reasoner_dir)
     if not prompt.grounded:
         raise ValueError(f"mark_binding: the Reasoner in {reasoner_dir} is not grounded (it writes no region marks)")
-    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
-    per_group = 2 * config.pairs_per_step
-    total_groups = len(rows) // per_group
-    held = rows[max(0, total_groups - n_groups) * per_group:total_groups * per_group]
+    held, sides = _held_out_rows(prepared, prompt, config, n_groups)
     picked = [(r, sides[r["side"]]) for r in held if sides[r["side"]].media_kind == "image"]
     picked = [(r, ref, found[1]) for r, ref in picked if (found := single_detail(ref.scene or {})) is not None]
     if not picked:
