@@ -88,6 +88,9 @@ def test_ablation_command_runs_every_stage_and_variant(tmp_path, capsys):
     for variant in summary["variants"].values():
         assert 0 <= variant["overall"] <= 100 and len(variant["per_seed"]) == 1
     assert summary["pre_rl_check"][0]["groups"] > 0
+    binding = summary["mark_binding"][0]
+    assert set(binding) == {"sft", "egrl"} and binding["sft"]["sides"] == binding["egrl"]["sides"]
+    assert json.loads((out / "seed-0" / "mark_binding.json").read_text()) == binding
     assert len(summary["reward_by_step"][0]) == 3
     assert "| egrl_cot |" in (out / "ablation.md").read_text()
 
@@ -108,7 +111,7 @@ def test_the_tiny_ablation_recipe_comes_from_the_profile_and_yields_to_overrides
 
     recipe, seeds = ablation_recipe("tiny")
     assert seeds == [1001, 1002]
-    assert recipe["sft"]["back_references"] is True and recipe["egrl"]["exploration"] == "choices"
+    assert recipe["sft"]["back_references"] is True and recipe["egrl"]["exploration"] == "branch"
     for cls, section in ((SFTStageConfig, "sft"), (EGRLStageConfig, "egrl"), (EvalConfig, "eval"),
                          (EmbedderTrainConfig, "embedder")):  # every key is a real field of its stage
         build_config(cls, "tiny", section, **({"output_dir": "unused"} if section in ("sft", "egrl") else {}),

@@ -115,3 +115,37 @@ def test_the_policy_gradient_falls_on_the_choices_and_the_kl_on_every_token():
     out = advantages_on_choices(batch, processor)
     assert out["advantages"].tolist() == [[0.0, 0.5, 0.0, 0.5], [0.0, 0.0, -2.0, 0.0]]
     assert torch.equal(out["completion_mask"], mask) and "tool_mask" not in out
+
+
+def test_branch_rollouts_take_the_ranked_alternatives_at_the_first_mark_only():
+    """Copies of one prompt are greedy up to their first mark (a number before it too), take the 1st, 2nd,
+    ... most likely plausible region there (in turn when fewer are plausible), and sample choices after."""
+    from embedrl.train.exploration import BranchExploration
+
+    processor = BranchExploration(MARK, [DIGIT, DIGIT + 1, DIGIT + 2], min_p=0.1)
+    prompts = torch.tensor([[1, 2], [1, 2], [1, 2], [4, 4]])  # three copies of one prompt, one of another
+    processor.start(prompts)
+    assert processor.copy_index.tolist() == [0, 1, 2, 0]
+    number_first = _scores([-5.0, -5.0, -5.0, -5.0, -5.0, -5.0, -5.0, 2.0, 1.0, -9.0])
+    out = processor(torch.tensor([[2, WORD]] * 4), number_first.repeat(4, 1).clone())
+    assert all(int(row.argmax()) == DIGIT and torch.isinf(row).sum() == 9 for row in out)  # a count: greedy
+    # At the first mark: ranks 0, 1, 2 -> DIGIT, DIGIT + 1, then DIGIT again (DIGIT + 2 is implausible).
+    at_mark = number_first.repeat(4, 1)
+    out = processor(torch.tensor([[WORD, MARK]] * 4), at_mark.clone())
+    picks = [int(row.argmax()) for row in out]
+    assert picks == [DIGIT, DIGIT + 1, DIGIT, DIGIT]
+    assert all(torch.isinf(row).sum() == 9 for row in out)  # forced: one token left
+    # After the branch a later choice point keeps its distribution; other tokens stay greedy.
+    out = processor(torch.tensor([[DIGIT, MARK]] * 4), at_mark.clone())
+    assert torch.equal(out, at_mark)
+    word_first = _scores([-5.0, -5.0, -5.0, 3.0, -5.0, -5.0, -5.0, 2.0, 1.0, -5.0]).repeat(4, 1)
+    out = processor(torch.tensor([[MARK, DIGIT]] * 4), word_first.clone())
+    assert all(int(row.argmax()) == WORD and torch.isinf(row).sum() == 9 for row in out)
+
+
+def test_branch_exploration_refuses_to_run_without_numbered_copies():
+    from embedrl.train.exploration import BranchExploration
+
+    processor = BranchExploration(MARK, [DIGIT])
+    with pytest.raises(RuntimeError, match="start"):
+        processor(torch.tensor([[1, MARK]]), _scores([0.0] * 9))

@@ -47,6 +47,29 @@ def test_text_sides_and_scene_less_data_get_no_regions():
 
 
 @pytest.mark.parametrize("subset", ["T2I-Marked", "I2T-Marked", "T2V-Flash", "VisDoc-Price"])
+def test_text_regions_list_the_keywords_and_marks_round_trip_the_teacher_trace(prepared_small, subset):
+    from embedrl.models.reasoner import completion_for, resolve_completion, side_regions
+    from embedrl.tcot import parse, render
+    from embedrl.tcot.teachers import oracle_tcot, text_keywords
+
+    prompt = ReasonerPrompt(grounded=True, back_references=True, text_regions=True)
+    texts = [s for s in _sides(prepared_small, subset) if not s.media_path]
+    assert texts
+    for side in texts:
+        regions = side_regions(side, prompt)
+        assert [r.label for r in regions] == text_keywords(side.clean_text)[:len(regions)]
+        listed = " ".join(part["text"] for part in reasoner_messages(side, "query", prompt)[-1]["content"])
+        assert all(f"{k}. {r.label}" in listed for k, r in enumerate(regions, 1))
+        full = render(oracle_tcot({"type": "text"}, text=side.clean_text))
+        marked = completion_for(side, full, prompt)
+        assert '"text_keywords": ["#1"' in marked and not any(f'"{r.label}"' in marked for r in regions)
+        assert resolve_completion(side, marked, prompt) == full
+        assert parse(resolve_completion(side, marked, prompt), modality="text").text_keywords == text_keywords(side.clean_text)
+        # Without the setting (and for models saved before it) a text side lists nothing.
+        assert side_regions(side, ReasonerPrompt(grounded=True)) == []
+
+
+@pytest.mark.parametrize("subset", ["T2I-Marked", "I2T-Marked", "T2V-Flash", "VisDoc-Price"])
 def test_grounded_prompt_images_match_its_image_placeholders(prepared_small, tiny_models, subset):
     """The processor must find exactly one image per placeholder: media first, then one crop per boxed region."""
     from transformers import AutoProcessor

@@ -104,22 +104,23 @@ def test_egrl_runs_grpo_with_every_reward_component(prepared_small, trained_embe
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("exploration", ["choices", "branch"])
 def test_egrl_exploring_choices_moves_only_through_the_choices_advantages(prepared_small, trained_embedder,
-                                                                          sft_reasoner, tmp_path):
-    """exploration=choices trains with trl's GRPO loss on per-token advantages (non-zero at the sampled
-    choices only); the run completes, logs its KL, and records how it trained."""
+                                                                          sft_reasoner, tmp_path, exploration):
+    """exploration=choices (or branch) trains with trl's GRPO loss on per-token advantages (non-zero at the
+    explored choices only); the run completes, logs its KL, and records how it trained."""
     from embedrl.config import build_config
     from embedrl.train.egrl import EGRLStageConfig, train_egrl
 
     config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=str(tmp_path), max_steps=2,
-                          exploration="choices", temperature=1.0, save_strategy="no")
+                          exploration=exploration, temperature=1.0, save_strategy="no")
     result = train_egrl(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, tmp_path, config)
     assert len(result.history) == 2
     logged = json.loads((tmp_path / "trainer_log.json").read_text())
     assert all(np.isfinite(entry["loss"]) for entry in logged if "loss" in entry)
     assert any("kl" in entry for entry in logged)
     stage = json.loads((tmp_path / "model" / "embedrl.json").read_text())["stage"]
-    assert stage["exploration"] == "choices" and stage["choice_advantages_only"] is True
+    assert stage["exploration"] == exploration and stage["choice_advantages_only"] is True
 
 
 def test_egrl_raises_its_reward_on_the_groups_it_trains_on(prepared_small, trained_embedder, sft_reasoner, tmp_path):

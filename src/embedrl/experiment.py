@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ class SeedRun:
     timings: dict[str, float]
     reward_history: list[dict]
     pre_rl_check: dict
+    binding: dict = field(default_factory=dict)  # greedy first mark on the detail, before and after EG-RL
 
 
 def _timed(timings: dict, name: str, fn, *args, **kwargs):
@@ -70,8 +71,13 @@ def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides:
     (out / "pre_rl_check.json").write_text(json.dumps(check, indent=1) + "\n")
     result = _timed(timings, "eg_rl", train_egrl, prepared, out / "sft" / "model", out / "embedder" / "model",
                     out / "egrl", egrl_cfg)
+    binding = {}
+    if sft_cfg.grounded:  # does the trace's region mark point at the detail? (a failed cold start shows here)
+        binding = {stage: _timed(timings, f"binding_{stage}", mark_binding, prepared, out / stage / "model", egrl_cfg,
+                                 n_groups=None) for stage in ("sft", "egrl")}
+        (out / "mark_binding.json").write_text(json.dumps(binding, indent=1) + "\n")
     return SeedRun(seed, out / "embedder" / "model", out / "sft" / "model", out / "egrl" / "model", timings,
-                   result.history, check)
+                   result.history, check, binding)
 
 
 def _rl_sampling(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, log_name: str):
@@ -144,16 +150,20 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
             "passed": bool(gap > within > 0 and sample_format > 0)}
 
 
-def _held_out_rows(prepared: Path, prompt, config, n_groups: int) -> tuple[list[dict], list]:
+def _held_out_rows(prepared: Path, prompt, config, n_groups: int | None) -> tuple[list[dict], list]:
     """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, which must lie
-    past the `config.max_steps` groups EG-RL trains on."""
+    past the groups EG-RL trains on (one per micro-batch: `max_steps` x `gradient_accumulation_steps`);
+    None: up to 64 of those there are."""
     from embedrl.train.egrl import egrl_dataset
 
     rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     per_group = 2 * config.pairs_per_step
     total_groups = len(rows) // per_group
-    if total_groups - n_groups < config.max_steps:
-        raise ValueError(f"only {total_groups} RL groups: cannot hold out {n_groups} past the {config.max_steps} "
+    trained = config.max_steps * config.gradient_accumulation_steps  # one group per micro-batch
+    if n_groups is None:
+        n_groups = max(0, min(64, total_groups - trained))
+    if total_groups - n_groups < trained:
+        raise ValueError(f"only {total_groups} RL groups: cannot hold out {n_groups} past the {trained} "
                          "that EG-RL trains on")
     return rows[(total_groups - n_groups) * per_group:total_groups * per_group], sides
 
@@ -214,9 +224,9 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
             "evidence_rate": float(np.mean([names_disambiguating_evidence(t, s) for t, s in fine])) if fine else None}
 
 
-def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int = 64) -> dict:
+def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int | None = 64) -> dict:
     """How often a grounded Reasoner's greedy trace points at the detail: on the held-out RL groups of
-    `rl_holdout`, the image sides whose scene marks exactly one region with a detail (MiniMMEB's dot), and
+    `rl_holdout` (None: up to 64 of those past EG-RL's steps), the image sides whose scene marks exactly one region with a detail (MiniMMEB's dot), and
     the share whose first region mark (`#k`, as written) is that region. Chance is about 1 / regions."""
     import re
 
@@ -424,7 +434,8 @@ def _summarise(per_seed: dict[str, list[dict]], runs: list[SeedRun], profile: st
                             for k in results[0]["trace_stats"]},
         }
     return {"profile": profile, "data_seed": data_seed, "seeds": [r.seed for r in runs], "variants": variants,
-            "pre_rl_check": [r.pre_rl_check for r in runs], "reward_by_step": [r.reward_history for r in runs],
+            "pre_rl_check": [r.pre_rl_check for r in runs], "mark_binding": [r.binding for r in runs],
+            "reward_by_step": [r.reward_history for r in runs],
             "timings": [r.timings for r in runs], "seconds": round(seconds, 1)}
 
 
@@ -446,6 +457,14 @@ def ablation_markdown(summary: dict) -> str:
         lines.append(f"- seed {seed}: gap {check['gap']:.3f}, within-group std {check['within_group_std']:.3f}, "
                      f"format rate of the sampled rollouts {check.get('sample_format_rate', float('nan')):.2f}: "
                      f"{'passed' if check['passed'] else 'FAILED'}")
+    bindings = summary.get("mark_binding") or []
+    if any(bindings):
+        lines += ["", "Mark binding (held-out RL images with one detailed region: greedy first mark on it; "
+                      "chance is about 1 / regions):", ""]
+        for binding, seed in zip(bindings, summary["seeds"], strict=True):
+            if binding:
+                lines.append(f"- seed {seed}: SFT {_pct(binding['sft']['binding_rate'])}, EG-RL "
+                             f"{_pct(binding['egrl']['binding_rate'])} ({binding['sft']['sides']} sides)")
     lines += ["", "Reward by step (EG-RL, mean over the batch; every 10th step):", ""]
     for history, seed in zip(summary["reward_by_step"], summary["seeds"], strict=True):
         steps = ", ".join(f"{i + 1}: {h['outcome']:.3f}/{h['process']:.2f}/{h['format_rate']:.2f}"

@@ -18,7 +18,7 @@ from PIL import Image
 
 from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.embedder import resize_square
-from embedrl.tcot.regions import Region, region_crops, region_proposals, resolve_marks, to_marks
+from embedrl.tcot.regions import Region, region_crops, region_proposals, resolve_marks, text_regions, to_marks
 
 SHORT_INSTRUCTIONS = {
     "query": "Write the T-CoT of this query.",
@@ -37,7 +37,8 @@ class ReasonerPrompt:
     (embedrl.tcot.regions), each with its words, its box when `region_boxes`, and for images a sharp
     crop of `region_size` px; the Reasoner then writes marks (`#k`) for regions, resolved into the
     region's words and box before anything reads its T-CoT (`Reasoner.resolve`); with `back_references`
-    it writes each repeat of its first mark as `#=` (one region choice per trace, embedrl.tcot.regions).
+    it writes each repeat of its first mark as `#=` (one region choice per trace, embedrl.tcot.regions);
+    with `text_regions` a text side's keywords are listed and marked too.
     The Reasoner sees sharper media than the Embedder: it must find the fine evidence.
     """
 
@@ -48,6 +49,7 @@ class ReasonerPrompt:
     region_size: int = 56
     region_boxes: bool = True
     back_references: bool = False
+    text_regions: bool = False
 
     def __post_init__(self) -> None:
         if self.style not in ("short", "full"):
@@ -70,7 +72,11 @@ class ReasonerPrompt:
 
 
 def side_regions(ref: SideRef, prompt: ReasonerPrompt) -> list[Region]:
-    return region_proposals(ref.scene) if prompt.grounded and ref.media_path else []
+    if not prompt.grounded:
+        return []
+    if ref.media_path:
+        return region_proposals(ref.scene)
+    return text_regions(ref.clean_text) if prompt.text_regions and ref.clean_text else []
 
 
 def completion_for(ref: SideRef, tcot_text: str, prompt: ReasonerPrompt) -> str:

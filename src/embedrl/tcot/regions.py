@@ -10,7 +10,9 @@ the dot, which object flashes, or which row a query is about.
 On MiniMMEB the proposals come from the scene graph with the fine detail removed, standing in for a
 detector (images: one box and label per object), a tracker (video: each object and its motion) and
 OCR (pages: the title and every table row with its box). Data without scene graphs gets none, and the
-Reasoner then writes from pixels and text alone.
+Reasoner then writes from pixels and text alone. A text side can list its keywords (`text_regions`, what a
+keyword spotter would find): a tiny Reasoner cannot copy words out of its prompt token by token (measured:
+the same three garbled keywords for every text), while a mark costs it one choice per keyword.
 
 **Marks** (set-of-mark prompting): a grounded Reasoner refers to region k as `#k` instead of writing
 its words and box out. `to_marks` turns a full T-CoT (the teacher's) into that form for SFT;
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from embedrl.tcot.evidence import crops_from_boxes
+from embedrl.tcot.teachers import text_keywords
 
 MAX_REGIONS = 8
 
@@ -80,6 +83,11 @@ def region_proposals(scene: dict) -> list[Region]:
                        keywords=(r["item"], str(r["quantity"]), f"{r['price']}.00")) for r in scene["rows"]]
         return [Region(f"title: {scene['title']}", text=scene["title"])] + rows[: MAX_REGIONS - 1]
     return []
+
+
+def text_regions(text: str) -> list[Region]:
+    """The proposals of a text side: its keywords, in order, one region each."""
+    return [Region(word, keywords=(word,)) for word in text_keywords(text)][:MAX_REGIONS]
 
 
 def _crop_region(scene: dict) -> Region:

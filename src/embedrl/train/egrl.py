@@ -62,10 +62,11 @@ class EGRLStageConfig(trl.GRPOConfig):
     shared_prefix: bool = field(default=True, metadata={"help": "reward embedding: run the media and text shared by "
                                                              "a side's G rollouts once (same vectors, faster)"})
     exploration: str = field(default="all", metadata={
-        "help": "what the rollouts sample: all (every token, trl's sampling) or choices (only region marks and "
-                "numbers, the rest greedy: embedrl.train.exploration)"})
+        "help": "what the rollouts sample: all (every token, trl's sampling), choices (only region marks and "
+                "numbers, the rest greedy) or branch (the G rollouts of a side take its G most likely first region "
+                "marks, then sample the later choices: embedrl.train.exploration)"})
     choice_advantages_only: bool = field(default=True, metadata={
-        "help": "with exploration=choices: GRPO's policy-gradient term on the choice tokens only (the others "
+        "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the others "
                 "are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
@@ -303,8 +304,9 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     model, processor = load_model(reasoner_dir)
     processor.tokenizer.padding_side = "left"
     trainer_class, choice_kwargs = trl.GRPOTrainer, {}
-    if config.exploration == "choices":
-        choices = explore_only_choices(model, processor.tokenizer)
+    if config.exploration in ("choices", "branch"):
+        choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
+                                       min_p=config.min_p if config.min_p is not None else 0.1)
         if config.choice_advantages_only:
             trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"choices": choices}
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
@@ -322,7 +324,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     meta["stage"] = {"name": "eg_rl", "base_model": str(reasoner_dir), "embedder": str(embedder_dir),
                      "reward_weights": config.reward_weights, "judge": config.judge,
                      "exploration": config.exploration,
-                     "choice_advantages_only": config.exploration == "choices" and config.choice_advantages_only}
+                     "choice_advantages_only": config.exploration != "all" and config.choice_advantages_only}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     return EGRLResult(out, rewards.history, time.perf_counter() - started)

@@ -22,6 +22,16 @@ marks the choice tokens of a completion, and EG-RL puts GRPO's policy-gradient t
 the KL to the reference on every token (`egrl.choice_advantages_only`). (Restricting the KL as well lets the
 greedy tokens drift with nothing to hold them: held-out format 0.33 after 54 steps, 0.87 with the
 loss on every token.)
+
+`BranchExploration` (`egrl.exploration: branch`) makes the G rollouts of a side compare the alternatives
+of its first region mark instead of sampling it: greedy up to that mark, where the j-th rollout of the
+side takes the j-th most likely region (among those at least `min_p` times as likely as the best, taken
+in turn when there are fewer than G), then choices sampled as above. Sampled rollouts of a tiny
+Reasoner gave GRPO a noise-dominated signal (the reward edge of a rollout naming the detail was +0.42
+sigma, and each group is seen once: docs/STATUS.md, issue 3, session 9); branching removes the
+sampling of that choice, so a side's reward spread is the difference its region choice makes, and the
+update moves each listed region's logit by its group-relative advantage. The object count written before
+the mark is greedy, no longer an explored choice.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-EXPLORATION_MODES = ("all", "choices")
+EXPLORATION_MODES = ("all", "choices", "branch")
 
 
 class ChoiceExploration(LogitsProcessor):
@@ -56,6 +66,48 @@ class ChoiceExploration(LogitsProcessor):
         return (after_mark | numbers).long()
 
 
+class BranchExploration(ChoiceExploration):
+    """Greedy up to each rollout's first region mark; there the j-th copy of a prompt takes the j-th most
+    likely region; after it, the choice points sampled as in `ChoiceExploration`. Call `start(prompt_ids)`
+    before each `generate` (`explore`, below, does): it numbers the copies of each prompt."""
+
+    def __init__(self, mark_token_id: int, number_token_ids: list[int], *, min_p: float = 0.1):
+        super().__init__(mark_token_id, number_token_ids)
+        self.min_p = min_p
+        self.copy_index = torch.zeros(0, dtype=torch.long)
+        self.branched = torch.zeros(0, dtype=torch.bool)
+
+    def start(self, prompt_ids: torch.Tensor) -> None:
+        seen: dict[tuple, int] = {}
+        index = []
+        for row in prompt_ids.tolist():
+            key = tuple(row)
+            index.append(seen.get(key, 0))
+            seen[key] = index[-1] + 1
+        self.copy_index = torch.tensor(index, dtype=torch.long, device=prompt_ids.device)
+        self.branched = torch.zeros(len(index), dtype=torch.bool, device=prompt_ids.device)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.copy_index.shape[0] != input_ids.shape[0]:
+            raise RuntimeError("BranchExploration: call start(prompt_ids) before generating")
+        after_mark = input_ids[:, -1] == self.mark_token_id
+        branch_now = after_mark & ~self.branched
+        sampled = super().__call__(input_ids, scores)
+        greedy = torch.full_like(scores, float("-inf"))
+        best = scores.argmax(dim=-1)
+        greedy.scatter_(1, best[:, None], scores.gather(1, best[:, None]))
+        out = torch.where(self.branched[:, None], sampled, greedy)
+        if branch_now.any():
+            probs = scores.softmax(dim=-1)
+            plausible = (probs >= self.min_p * probs.max(dim=-1, keepdim=True).values).sum(dim=-1).clamp(min=1)
+            ranked = scores.argsort(dim=-1, descending=True)
+            pick = ranked.gather(1, (self.copy_index % plausible)[:, None])
+            forced = torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
+            out = torch.where(branch_now[:, None], forced, out)
+            self.branched = self.branched | branch_now
+        return out
+
+
 def advantages_on_choices(batch: dict, choices: ChoiceExploration) -> dict:
     """A trl GRPO batch whose advantages ([N], one per completion) become per-token advantages ([N, T])
     that are zero except at the choice tokens: the policy-gradient term falls on the choices only, while
@@ -78,12 +130,17 @@ def choice_exploration(tokenizer) -> ChoiceExploration:
     return ChoiceExploration(mark, numbers)
 
 
-def explore_only_choices(model, tokenizer) -> ChoiceExploration:
-    """Make the model's `generate` (as trl calls it) sample only at choice points; returns the processor."""
+def explore_only_choices(model, tokenizer, *, branch: bool = False, min_p: float = 0.1) -> ChoiceExploration:
+    """Make the model's `generate` (as trl calls it) sample only at choice points, or with `branch` branch
+    at the first region mark (`BranchExploration`); returns the processor."""
     processor = choice_exploration(tokenizer)
+    if branch:
+        processor = BranchExploration(processor.mark_token_id, processor.number_token_ids.tolist(), min_p=min_p)
     plain_generate = model.generate
 
     def generate(*args, **kwargs):
+        if isinstance(processor, BranchExploration):
+            processor.start(kwargs["input_ids"] if "input_ids" in kwargs else args[0])
         extra = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
         extra.append(processor)
         return plain_generate(*args, logits_processor=extra, **kwargs)

@@ -40,6 +40,9 @@ class SFTStageConfig(trl.SFTConfig):
     region_boxes: bool = field(default=True, metadata={"help": "write each region's 0-1000 box in a grounded prompt"})
     back_references: bool = field(default=False, metadata={
         "help": "a grounded Reasoner writes each repeat of its first region mark as #= (one region choice per trace)"})
+    text_regions: bool = field(default=False, metadata={
+        "help": "a grounded prompt lists a text side's keywords as regions too (embedrl.tcot.regions.text_regions): "
+                "the Reasoner marks them instead of copying them token by token"})
     perception_steps: int = field(default=0, metadata={
         "help": "steps of the one-crop perception warm-up before the cold start (embedrl.train.perception); "
                 "0 = none: a pretrained Reasoner already sees"})
@@ -74,7 +77,8 @@ class SFTStageConfig(trl.SFTConfig):
 
     def reasoner_prompt(self) -> ReasonerPrompt:
         return ReasonerPrompt(self.prompt_style, self.reasoner_image_size, self.reasoner_frame_size,
-                              self.grounded, self.region_size, self.region_boxes, self.back_references)
+                              self.grounded, self.region_size, self.region_boxes, self.back_references,
+                              self.text_regions)
 
 
 def sft_examples(data_root: str | Path, split: str = "train", *, prompt: ReasonerPrompt | None = None) -> list[dict]:
