@@ -226,8 +226,9 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
 
 def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int | None = 64) -> dict:
     """How often a grounded Reasoner's greedy trace points at the detail: on the held-out RL groups of
-    `rl_holdout` (None: up to 64 of those past EG-RL's steps), the image sides whose scene marks exactly one region with a detail (MiniMMEB's dot), and
-    the share whose first region mark (`#k`, as written) is that region. Chance is about 1 / regions."""
+    `rl_holdout` (`n_groups=None`: up to 64 of those past EG-RL's steps), the image sides whose scene marks
+    exactly one region with a detail (MiniMMEB's dot), and the share whose first region mark (`#k`, as
+    written) is that region. Chance is about 1 / regions."""
     import re
 
     import torch

@@ -66,8 +66,8 @@ class EGRLStageConfig(trl.GRPOConfig):
                 "numbers, the rest greedy) or branch (the G rollouts of a side take its G most likely first region "
                 "marks, then sample the later choices: embedrl.train.exploration)"})
     choice_advantages_only: bool = field(default=True, metadata={
-        "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the others "
-                "are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
+        "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the "
+                "others are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
     num_threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
 
     def __post_init__(self) -> None:
