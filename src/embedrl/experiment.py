@@ -229,12 +229,11 @@ def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int | 
     `rl_holdout` (`n_groups=None`: up to 64 of those past EG-RL's steps), the image sides whose scene marks
     exactly one region with a detail (MiniMMEB's dot), and the share whose first region mark (`#k`, as
     written) is that region. Chance is about 1 / regions."""
-    import re
-
     import torch
 
     from embedrl.data.sides import MediaStore
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
+    from embedrl.tcot.regions import first_mark
     from embedrl.train.perception import single_detail
 
     if config.num_threads > 0:
@@ -250,8 +249,7 @@ def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int | 
     texts = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length).generate(
         [ref for _, ref, _ in picked], [r["role"] for r, _, _ in picked], MediaStore(prepared), batch_size=128,
         resolve=False)
-    first = [re.search(r"#(\d+)", t) for t in texts]
-    hits = [m is not None and int(m.group(1)) == mark for m, (_, _, mark) in zip(first, picked, strict=True)]
+    hits = [first_mark(t) == mark for t, (_, _, mark) in zip(texts, picked, strict=True)]
     return {"sides": len(hits), "binding_rate": float(np.mean(hits))}
 
 

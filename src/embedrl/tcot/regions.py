@@ -137,6 +137,12 @@ def resolve_marks(text: str, regions: list[Region]) -> str:
     return _MARK.sub(lambda m: _region(regions, m).words if _region(regions, m) else m.group(0), text)
 
 
+def first_mark(text: str) -> int | None:
+    """The region number of the first explicit mark (`#k`) of a mark-form trace; None if it has none."""
+    match = _MARK.search(text)
+    return int(match.group(1)) if match else None
+
+
 def _resolve_back_references(text: str) -> str:
     """Each `#=` as the first explicit mark before it; one with no mark before it stays as written."""
     first: str | None = None

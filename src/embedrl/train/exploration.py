@@ -54,9 +54,7 @@ class ChoiceExploration(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         best = scores.argmax(dim=-1)
         choice = (input_ids[:, -1] == self.mark_token_id) | torch.isin(best, self.number_token_ids.to(best.device))
-        greedy = torch.full_like(scores, float("-inf"))
-        greedy.scatter_(1, best[:, None], scores.gather(1, best[:, None]))
-        return torch.where(choice[:, None], scores, greedy)
+        return torch.where(choice[:, None], scores, _greedy(scores))
 
     def choice_mask(self, completion_ids: torch.Tensor) -> torch.Tensor:
         """1 at the tokens of completions [N, T] that were choices: the token after a mark, and every number.
@@ -94,11 +92,7 @@ class BranchExploration(ChoiceExploration):
             raise RuntimeError("BranchExploration: call start(prompt_ids) before generating")
         after_mark = input_ids[:, -1] == self.mark_token_id
         branch_now = after_mark & ~self.branched
-        sampled = super().__call__(input_ids, scores)
-        greedy = torch.full_like(scores, float("-inf"))
-        best = scores.argmax(dim=-1)
-        greedy.scatter_(1, best[:, None], scores.gather(1, best[:, None]))
-        out = torch.where(self.branched[:, None], sampled, greedy)
+        out = torch.where(self.branched[:, None], super().__call__(input_ids, scores), _greedy(scores))
         if branch_now.any():
             probs = scores.softmax(dim=-1)
             plausible = (probs >= self.min_p * probs.max(dim=-1, keepdim=True).values).sum(dim=-1).clamp(min=1)
@@ -108,6 +102,12 @@ class BranchExploration(ChoiceExploration):
             out = torch.where(branch_now[:, None], forced, out)
             self.branched = self.branched | branch_now
         return out
+
+
+def _greedy(scores: torch.Tensor) -> torch.Tensor:
+    """The scores with every token but the most likely one at -inf (sampling from them is greedy)."""
+    best = scores.argmax(dim=-1, keepdim=True)
+    return torch.full_like(scores, float("-inf")).scatter_(1, best, scores.gather(1, best))
 
 
 def advantages_on_choices(batch: dict, choices: ChoiceExploration) -> dict:
