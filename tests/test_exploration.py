@@ -122,18 +122,17 @@ def test_branch_rollouts_take_the_ranked_alternatives_at_the_first_mark_only():
     ... most likely plausible region there (in turn when fewer are plausible), and sample choices after."""
     from embedrl.train.exploration import BranchExploration
 
-    processor = BranchExploration(MARK, [DIGIT, DIGIT + 1, DIGIT + 2], min_p=0.1)
-    prompts = torch.tensor([[1, 2], [1, 2], [1, 2], [4, 4]])  # three copies of one prompt, one of another
-    processor.start(prompts)
-    assert processor.copy_index.tolist() == [0, 1, 2, 0]
+    processor = BranchExploration(MARK, [DIGIT, DIGIT + 1, DIGIT + 2], group_size=4, min_p=0.1)
+    processor.start(torch.tensor([[1, 2]] * 4))  # four copies of one prompt
+    assert processor.copy_index.tolist() == [0, 1, 2, 3]
     number_first = _scores([-5.0, -5.0, -5.0, -5.0, -5.0, -5.0, -5.0, 2.0, 1.0, -9.0])
     out = processor(torch.tensor([[2, WORD]] * 4), number_first.repeat(4, 1).clone())
     assert all(int(row.argmax()) == DIGIT and torch.isinf(row).sum() == 9 for row in out)  # a count: greedy
-    # At the first mark: ranks 0, 1, 2 -> DIGIT, DIGIT + 1, then DIGIT again (DIGIT + 2 is implausible).
+    # At the first mark: ranks 0, 1 -> DIGIT, DIGIT + 1, then in turn again (DIGIT + 2 is implausible).
     at_mark = number_first.repeat(4, 1)
     out = processor(torch.tensor([[WORD, MARK]] * 4), at_mark.clone())
     picks = [int(row.argmax()) for row in out]
-    assert picks == [DIGIT, DIGIT + 1, DIGIT, DIGIT]
+    assert picks == [DIGIT, DIGIT + 1, DIGIT, DIGIT + 1]
     assert all(torch.isinf(row).sum() == 9 for row in out)  # forced: one token left
     # After the branch a later choice point keeps its distribution; other tokens stay greedy.
     out = processor(torch.tensor([[DIGIT, MARK]] * 4), at_mark.clone())
@@ -143,9 +142,29 @@ def test_branch_rollouts_take_the_ranked_alternatives_at_the_first_mark_only():
     assert all(int(row.argmax()) == WORD and torch.isinf(row).sum() == 9 for row in out)
 
 
+def test_branch_copies_are_numbered_by_position_not_by_prompt_text():
+    """Two sides can share every prompt token and differ only in their images: each block of G rows is one
+    side's copies, numbered 0..G-1 (numbering by content gave the second side ranks G..2G-1, and greedy
+    first marks of distinct sides with equal prompts took the 2nd, 3rd... most likely region)."""
+    from embedrl.train.exploration import BranchExploration
+
+    processor = BranchExploration(MARK, [DIGIT, DIGIT + 1], group_size=2)
+    processor.start(torch.tensor([[1, 2]] * 4))  # sides A and B: same prompt tokens, other images
+    assert processor.copy_index.tolist() == [0, 1, 0, 1]
+    greedy = BranchExploration(MARK, [DIGIT, DIGIT + 1], group_size=1)
+    greedy.start(torch.tensor([[1, 2]] * 3))
+    out = greedy(torch.tensor([[WORD, MARK]] * 3), _scores([-5.0] * 7 + [2.0, 1.0]).repeat(3, 1))
+    assert [int(row.argmax()) for row in out] == [DIGIT] * 3
+    with pytest.raises(ValueError, match="whole groups"):
+        processor.start(torch.tensor([[1, 2]] * 3))
+    with pytest.raises(ValueError, match="rows 2..3"):
+        processor.start(torch.tensor([[1, 2], [1, 2], [1, 2], [4, 4]]))
+
+
 def test_branch_exploration_refuses_to_run_without_numbered_copies():
     from embedrl.train.exploration import BranchExploration
 
-    processor = BranchExploration(MARK, [DIGIT])
+    processor = BranchExploration(MARK, [DIGIT], group_size=1)
     with pytest.raises(RuntimeError, match="start"):
         processor(torch.tensor([[1, MARK]]), _scores([0.0] * 9))
+

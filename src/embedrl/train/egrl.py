@@ -306,6 +306,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     trainer_class, choice_kwargs = trl.GRPOTrainer, {}
     if config.exploration in ("choices", "branch"):
         choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
+                                       group_size=config.num_generations,
                                        min_p=config.min_p if config.min_p is not None else 0.1)
         if config.choice_advantages_only:
             trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"choices": choices}

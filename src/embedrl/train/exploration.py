@@ -33,7 +33,8 @@ sampling of that choice, so a side's reward spread is the difference its region 
 update moves each alternative's logit by its group-relative advantage. The object count written before
 the mark is greedy, no longer an explored choice. (Measured on the rl split: the Embedder's reward then
 ranks the detailed region's branch first on 82% of image sides, yet EG-RL still moves the marks away from
-it: docs/STATUS.md, issue 3, session 10.)
+it: docs/STATUS.md, issue 3, session 10. Session 11: repeated on six groups, GRPO over branch rollouts does not
+fit even the groups it trains on; without the negative advantages of the enumerated alternatives it does.)
 """
 
 from __future__ import annotations
@@ -68,24 +69,32 @@ class ChoiceExploration(LogitsProcessor):
 
 class BranchExploration(ChoiceExploration):
     """Greedy up to each rollout's first region mark; there the j-th copy of a prompt takes the j-th most
-    likely region; after it, the choice points sampled as in `ChoiceExploration`. Call `start(prompt_ids)`
-    before each `generate` (`explore_only_choices` does): it numbers the copies of each prompt."""
+    likely region; after it, the choice points sampled as in `ChoiceExploration`. The rows of a generation
+    batch come as blocks of `group_size` copies of one prompt (trl's layout: G rollouts per prompt, in a row);
+    call `start(prompt_ids)` before each `generate` (`explore_only_choices` does): it numbers the copies.
+    (Copies are told by position, not by content: two sides can share every prompt token and differ only
+    in their images.)"""
 
-    def __init__(self, mark_token_id: int, number_token_ids: list[int], *, min_p: float = 0.1):
+    def __init__(self, mark_token_id: int, number_token_ids: list[int], *, group_size: int, min_p: float = 0.1):
         super().__init__(mark_token_id, number_token_ids)
+        if group_size < 1:
+            raise ValueError(f"BranchExploration: group_size must be >= 1, got {group_size}")
+        self.group_size = group_size
         self.min_p = min_p
         self.copy_index = torch.zeros(0, dtype=torch.long)
         self.branched = torch.zeros(0, dtype=torch.bool)
 
     def start(self, prompt_ids: torch.Tensor) -> None:
-        seen: dict[tuple, int] = {}
-        index = []
-        for row in prompt_ids.tolist():
-            key = tuple(row)
-            index.append(seen.get(key, 0))
-            seen[key] = index[-1] + 1
-        self.copy_index = torch.tensor(index, dtype=torch.long, device=prompt_ids.device)
-        self.branched = torch.zeros(len(index), dtype=torch.bool, device=prompt_ids.device)
+        rows, g = prompt_ids.shape[0], self.group_size
+        if rows % g:
+            raise ValueError(f"BranchExploration: a batch of {rows} prompts is not whole groups of {g} copies")
+        blocks = prompt_ids.reshape(rows // g, g, -1)
+        differing = (blocks != blocks[:, :1]).any(dim=-1).any(dim=-1).nonzero().flatten().tolist()
+        if differing:
+            first = differing[0] * g
+            raise ValueError(f"BranchExploration: rows {first}..{first + g - 1} are not {g} copies of one prompt")
+        self.copy_index = torch.arange(rows, device=prompt_ids.device) % g
+        self.branched = torch.zeros(rows, dtype=torch.bool, device=prompt_ids.device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.copy_index.shape[0] != input_ids.shape[0]:
@@ -132,12 +141,15 @@ def choice_exploration(tokenizer) -> ChoiceExploration:
     return ChoiceExploration(mark, numbers)
 
 
-def explore_only_choices(model, tokenizer, *, branch: bool = False, min_p: float = 0.1) -> ChoiceExploration:
+def explore_only_choices(model, tokenizer, *, branch: bool = False, group_size: int = 1,
+                         min_p: float = 0.1) -> ChoiceExploration:
     """Make the model's `generate` (as trl calls it) sample only at choice points, or with `branch` branch
-    at the first region mark (`BranchExploration`); returns the processor."""
+    at the first region mark (`BranchExploration`, each prompt in `group_size` consecutive copies); returns
+    the processor."""
     processor = choice_exploration(tokenizer)
     if branch:
-        processor = BranchExploration(processor.mark_token_id, processor.number_token_ids.tolist(), min_p=min_p)
+        processor = BranchExploration(processor.mark_token_id, processor.number_token_ids.tolist(),
+                                      group_size=group_size, min_p=min_p)
     plain_generate = model.generate
 
     def generate(*args, **kwargs):
