@@ -10,8 +10,10 @@ from conftest import MICRO_PROFILE
 
 from embedrl.config import build_config
 from embedrl.data.sides import MediaStore
-from embedrl.models.reasoner import ReasonerPrompt, side_regions
-from embedrl.tcot.regions import region_crops
+from embedrl.models.reasoner import ReasonerPrompt, reasoner_messages, side_regions
+from embedrl.tcot import parse
+from embedrl.tcot.regions import first_mark, region_crops, resolve_marks
+from embedrl.tcot.teachers import names_disambiguating_evidence
 from embedrl.train.perception import (
     detail_examples,
     detail_images,
@@ -76,12 +78,30 @@ def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
         grounding_examples(prepared_small, ReasonerPrompt())
 
 
+def test_trace_form_grounding_examples_write_the_gold_trace_marking_the_dot(prepared_small):
+    """form "trace": the Reasoner's own T-CoT prompt, answered by the gold T-CoT whose first mark is the
+    dotted region: the pointer is learned where a trace names its region."""
+    examples = grounding_examples(prepared_small, PROMPT, form="trace")
+    images = list(detail_images(prepared_small))
+    assert len(examples) == len(images)
+    for example, image in zip(examples, images, strict=True):
+        assert first_mark(_answer(example)) == image.mark
+        assert example["prompt"] == reasoner_messages(image.ref, "query", PROMPT)
+        assert len(example["images"]) == 1 + len(side_regions(image.ref, PROMPT))
+        trace = parse(resolve_marks(_answer(example), side_regions(image.ref, PROMPT)))
+        assert names_disambiguating_evidence(trace, image.ref.scene)
+    with pytest.raises(ValueError, match="grounding form"):
+        grounding_examples(prepared_small, PROMPT, form="caption")
+
+
 def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
     with pytest.raises(ValueError, match="grounded"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounded=False,
                      grounding_copies=1)
     with pytest.raises(ValueError, match="must be >= 0"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_steps=-1)
+    with pytest.raises(ValueError, match="grounding_form"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_form="caption")
 
 
 @pytest.mark.timeout(600)
@@ -108,6 +128,10 @@ def test_sft_runs_the_warm_up_first_and_reuses_it(prepared_small, tiny_models, t
     # a finished warm-up with other settings is never taken for this run's
     config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path),
                           **{**settings, "perception_steps": 7})
+    with pytest.raises(ValueError, match="other settings"):
+        train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
+    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path),
+                          **{**settings, "grounding_form": "trace"})
     with pytest.raises(ValueError, match="other settings"):
         train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
 
@@ -143,3 +167,19 @@ def test_the_warm_up_learns_from_more_data_roots_when_given(prepared_small, smal
         detail_examples(small_minimmeb, prompt, seed=1))
     meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
     assert meta["stage"]["examples"] == len(sft_examples(prepared_small, prompt=prompt))
+
+
+@pytest.mark.timeout(600)
+def test_the_trace_form_trains_the_warm_up_and_the_copies_on_gold_traces(prepared_small, tiny_models, tmp_path):
+    settings = {"max_steps": 2, "perception_steps": 2, "grounding_steps": 2, "grounding_copies": 2,
+                "grounding_form": "trace"}
+    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
+    result = train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
+    marker = json.loads((tmp_path / "perception" / "model" / PERCEPTION_DONE).read_text())
+    prompt = config.reasoner_prompt()
+    traces = grounding_examples(prepared_small, prompt, form="trace")
+    assert marker["settings"]["grounding_form"] == "trace"
+    assert marker["grounding"]["examples"] == len(traces)
+    meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
+    assert meta["stage"]["grounding_form"] == "trace"
+    assert meta["stage"]["examples"] == len(sft_examples(prepared_small, prompt=prompt)) + 2 * len(traces)

@@ -9,9 +9,14 @@ annotations (objects with boxes and a `detail`, e.g. MiniMMEB's dot), never from
 - detail: one region crop alone, "Does it carry a dot?" -> "yes" / "no" (one crop with the detail and
   one without, per image). Trained first, on its own, for `SFTStageConfig.perception_steps` steps: the
   loss sits at chance for a couple of hundred steps before the model starts reading the crop.
-- grounding: the Reasoner's own grounded prompt with the question "Which region carries the dot?" ->
-  "#k". Mixed into the cold start (`SFTStageConfig.grounding_copies`) so that the mark the trace names
-  is bound to what the crops show.
+- grounding: which region carries the detail, in one of two forms (`SFTStageConfig.grounding_form`):
+  "question", the Reasoner's own grounded prompt with the question "Which region carries the dot?" -> "#k";
+  or "trace", its own T-CoT prompt -> the gold T-CoT in mark form ("... The #k carries the dot ..."), so
+  that the pointer is learned at the very position where a trace names its region. Trained alone after
+  the detail phase (`grounding_steps`) and mixed into the cold start (`grounding_copies`). With the
+  question form the cold start had to carry the pointer over to the trace's mark, and whether it did
+  depended on the data order (first marks on the dot 34-78%, some orders at chance); the trace form bound
+  89-91% in three orders of three (docs/STATUS.md, issue 3, session 12).
 
 Images whose scene does not have exactly one object with the detail give no example (counted, logged).
 """
@@ -25,14 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedrl.data.sides import MediaStore, SideRef
-from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, side_regions
+from embedrl.models.reasoner import (
+    ReasonerPrompt,
+    completion_for,
+    reasoner_images,
+    reasoner_messages,
+    side_regions,
+)
+from embedrl.tcot import render
 from embedrl.tcot.regions import MAX_REGIONS, region_crops, region_proposals
+from embedrl.tcot.teachers import gold_tcot
 from embedrl.train.embedder import load_pairs
 
 log = logging.getLogger(__name__)
 
 DETAIL_QUESTION = "Does it carry a {detail}?"
 GROUNDING_QUESTION = "Which region carries the {detail}?"
+GROUNDING_FORMS = ("question", "trace")
 
 
 @dataclass(frozen=True)
@@ -91,18 +105,26 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
     return examples
 
 
-def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: str = "train") -> list[dict]:
-    """The grounded query prompt with the question which region carries the detail -> "#k"."""
+def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: str = "train",
+                       form: str = "question") -> list[dict]:
+    """Which region carries the detail, per detailed image of the split: the grounding question -> "#k"
+    (form "question"), or the T-CoT prompt -> the gold T-CoT in mark form (form "trace")."""
+    if form not in GROUNDING_FORMS:
+        raise ValueError(f"grounding form {form!r}: expected one of {GROUNDING_FORMS}")
     if not prompt.grounded:
         raise ValueError("grounding examples need a grounded Reasoner prompt (sft.grounded: true): "
                          "the answer is a region mark")
     store = MediaStore(data_root)
     examples = []
     for image in detail_images(data_root, split):
-        content = list(reasoner_messages(image.ref, "query", prompt)[-1]["content"])
-        content[-1] = {"type": "text", "text": "\n" + GROUNDING_QUESTION.format(detail=image.detail)}
-        examples.append({"prompt": [{"role": "user", "content": content}],
-                         "completion": [{"role": "assistant", "content": f"#{image.mark}"}],
+        messages = reasoner_messages(image.ref, "query", prompt)
+        if form == "trace":
+            answer = completion_for(image.ref, render(gold_tcot(image.ref.scene, text=image.ref.clean_text)), prompt)
+        else:
+            content = list(messages[-1]["content"])
+            content[-1] = {"type": "text", "text": "\n" + GROUNDING_QUESTION.format(detail=image.detail)}
+            messages, answer = [{"role": "user", "content": content}], f"#{image.mark}"
+        examples.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
                          "images": reasoner_images(image.ref, store, prompt)})
     return examples
 

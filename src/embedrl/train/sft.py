@@ -20,7 +20,7 @@ from embedrl.data.sides import MediaStore
 from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_images, reasoner_messages
 from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import load_pairs
-from embedrl.train.perception import detail_examples, grounding_examples
+from embedrl.train.perception import GROUNDING_FORMS, detail_examples, grounding_examples
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class SFTStageConfig(trl.SFTConfig):
         "help": "steps on the grounding question alone, after the perception warm-up and before the cold start"})
     grounding_copies: int = field(default=0, metadata={
         "help": "copies of the grounding examples (which region carries the detail?) mixed into the cold start"})
+    grounding_form: str = field(default="question", metadata={
+        "help": "the grounding examples' form: question (the grounding question -> #k) or trace (the T-CoT "
+                "prompt -> the gold T-CoT in mark form: the pointer learned where the trace names its region)"})
     perception_data: str = field(default="", metadata={
         "help": "more data roots (comma-separated, MiniMMEB layout, e.g. other generator seeds; never evaluation "
                 "data) whose train-split images add to the warm-up's examples: more distinct scenes to learn "
@@ -69,6 +72,8 @@ class SFTStageConfig(trl.SFTConfig):
                   "grounding_copies": self.grounding_copies}
         if min(counts.values()) < 0:
             raise ValueError(f"sft: {counts}: each must be >= 0")
+        if self.grounding_form not in GROUNDING_FORMS:
+            raise ValueError(f"sft.grounding_form={self.grounding_form!r}: expected one of {GROUNDING_FORMS}")
         if (self.grounding_steps or self.grounding_copies) and not self.grounded:
             raise ValueError("sft.grounding_steps and sft.grounding_copies need sft.grounded: true "
                              "(the answer is a region mark)")
@@ -123,7 +128,7 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
         model = _perception_warmup(model, processor, data_root, warmup_dir, config)
     examples = sft_examples(data_root, prompt=prompt)
     if config.grounding_copies:
-        examples += grounding_examples(data_root, prompt) * config.grounding_copies
+        examples += grounding_examples(data_root, prompt, form=config.grounding_form) * config.grounding_copies
         random.Random(config.seed).shuffle(examples)
     trainer = _train(model, processor, examples, config, Path(out_dir), "sft_cold_start")
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -149,13 +154,14 @@ def _train(model, processor, examples: list[dict], config: SFTStageConfig, out_d
 
 def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTStageConfig):
     """The perception curriculum before the cold start: the one-crop detail question for
-    `perception_steps`, then the grounding question alone for `grounding_steps`; kept in out_dir/model."""
+    `perception_steps`, then the grounding examples alone for `grounding_steps`; kept in out_dir/model."""
     from embedrl.models.factory import load_model
 
     done = out_dir / "model"
     prompt = config.reasoner_prompt()
     roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
     settings = {"perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
+                "grounding_form": config.grounding_form,
                 "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
     if (done / PERCEPTION_DONE).exists():  # shared by another run, or a rerun after a kill in the cold start
         kept = json.loads((done / PERCEPTION_DONE).read_text()).get("settings")
@@ -172,7 +178,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
 
     phases = [("detail", config.perception_steps,
                lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
-              ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: grounding_examples(root, prompt)))]
+              ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: grounding_examples(root, prompt, form=config.grounding_form)))]
     record: dict = {"settings": settings}
     for name, steps, build in phases:
         if not steps:
@@ -198,6 +204,6 @@ def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: i
     meta["role"] = "reasoner"
     meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples,
                      "perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
-                     "grounding_copies": config.grounding_copies}
+                     "grounding_copies": config.grounding_copies, "grounding_form": config.grounding_form}
     meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
