@@ -122,7 +122,7 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
     G sampled rollouts of the SFT Reasoner (at the RL temperature) for the within-group spread.
     """
     from embedrl.tcot import render
-    from embedrl.tcot.teachers import gold_tcot
+    from embedrl.tcot.teachers import side_gold_tcot
 
     rows, sides, store, rewards, reasoner = _rl_sampling(prepared, reasoner_dir, embedder_dir, config,
                                                          ".pre_rl_rewards.jsonl")
@@ -134,7 +134,7 @@ def pre_rl_check(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config,
         group = rows[g * per_group:(g + 1) * per_group]
         columns = {k: [r[k] for r in group] for k in ("side", "pair_index", "role")}
         refs = [sides[r["side"]] for r in group]
-        gold_texts = [render(gold_tcot(ref.scene or {"type": "text"}, text=ref.clean_text)) for ref in refs]
+        gold_texts = [render(side_gold_tcot(ref)) for ref in refs]
         gold.append(_total(rewards._compute(gold_texts, columns), weights).mean())
         teacher.append(_total(rewards._compute([teacher_text.get(_key(r), "") for r in refs], columns), weights).mean())
         samples, components = _sample_group(reasoner, rewards, group, refs, store, config)
@@ -185,7 +185,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     from embedrl.models.prefix_cache import embed_sides
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
-    from embedrl.tcot.teachers import gold_tcot, names_disambiguating_evidence
+    from embedrl.tcot.teachers import names_disambiguating_evidence, side_gold_tcot
     from embedrl.train.egrl import _parse
     from embedrl.train.embedder import build_side
     from embedrl.train.rewards import outcome_details
@@ -205,7 +205,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
         teacher = _teacher_texts(prepared)
         texts = [teacher.get(_key(r), "") for r in refs]
     elif source == "gold":
-        texts = [render(gold_tcot(r.scene or {"type": "text"}, text=r.clean_text)) for r in refs]
+        texts = [render(side_gold_tcot(r)) for r in refs]
     else:
         raise ValueError(f"unknown trace source {source!r}: reasoner, teacher or gold")
     traces = [_parse(t, r, store) for t, r in zip(texts, refs, strict=True)]

@@ -44,7 +44,7 @@ from embedrl.data.sides import SideRef, eval_sides, train_sides
 from embedrl.tcot import TCoT, render
 from embedrl.tcot.chat_teacher import Verdict
 from embedrl.tcot.consistency import filter_pairs
-from embedrl.tcot.teachers import gold_tcot, oracle_tcot
+from embedrl.tcot.teachers import oracle_tcot, side_gold_tcot
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,6 @@ class LabelConsistencyJudge:
 
 def _teacher(ref: SideRef) -> TCoT:
     return oracle_tcot(ref.scene or {"type": "text"}, text=ref.clean_text)
-
-
-def _gold(ref: SideRef) -> TCoT:
-    return gold_tcot(ref.scene or {"type": "text"}, text=ref.clean_text)
 
 
 @contextlib.contextmanager
@@ -146,8 +142,8 @@ def _prepare_eval_row(row: dict) -> dict:
         **row,
         "qry_tcot": render(_teacher(query)),
         "tgt_tcot": [render(_teacher(c)) for c in candidates],
-        "qry_tcot_gold": render(_gold(query)),
-        "tgt_tcot_gold": [render(_gold(c)) for c in candidates],
+        "qry_tcot_gold": render(side_gold_tcot(query)),
+        "tgt_tcot_gold": [render(side_gold_tcot(c)) for c in candidates],
     }
 
 
@@ -219,7 +215,7 @@ def _trace_table_row(row: dict, name: str, kind: str, text_key: str) -> None:
     if name == "corpus.jsonl" and kind == "uvrb" and not ref.scene:
         ref = SideRef("", ref.media_path, {})
     row["tcot"] = render(_teacher(ref)) if ref.scene or name == "queries.jsonl" else ""
-    row["tcot_gold"] = render(_gold(ref)) if ref.scene or name == "queries.jsonl" else ""
+    row["tcot_gold"] = render(side_gold_tcot(ref)) if ref.scene or name == "queries.jsonl" else ""
 
 
 def prepare(source: str | Path, out: str | Path, *, filter_judge="label", splits=("train", "rl", "eval")) -> PrepSummary:

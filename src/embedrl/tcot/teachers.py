@@ -21,9 +21,13 @@ The gold trace always names the disambiguating evidence; it is used only as an u
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from embedrl.data.minimmeb.vocab import COLOURS, DOC_ITEMS, DOC_TOPICS, POSITIONS, SHAPES, SIZES
 from embedrl.tcot.format import TCoT
+
+if TYPE_CHECKING:
+    from embedrl.data.sides import SideRef
 
 _LOOSE_SHAPES = frozenset({"star", "cross", "triangle"})
 _LOOSE_PAD = 0.35  # share of the box size added on every side of a loose box
@@ -242,6 +246,11 @@ def oracle_tcot(scene: dict, *, text: str = "") -> TCoT:
 
 def gold_tcot(scene: dict, *, text: str = "") -> TCoT:
     return GoldWriter().write(scene, text=text)
+
+
+def side_gold_tcot(side: SideRef) -> TCoT:
+    """The gold T-CoT of one data side; a side without a scene graph is plain text."""
+    return gold_tcot(side.scene or {"type": "text"}, text=side.clean_text)
 
 
 def names_disambiguating_evidence(tcot: TCoT, scene: dict) -> bool:

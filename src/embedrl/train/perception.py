@@ -39,7 +39,7 @@ from embedrl.models.reasoner import (
 )
 from embedrl.tcot import render
 from embedrl.tcot.regions import MAX_REGIONS, region_crops, region_proposals
-from embedrl.tcot.teachers import gold_tcot
+from embedrl.tcot.teachers import side_gold_tcot
 from embedrl.train.embedder import load_pairs
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
     for image in detail_images(data_root, split):
         messages = reasoner_messages(image.ref, "query", prompt)
         if form == "trace":
-            answer = completion_for(image.ref, render(gold_tcot(image.ref.scene, text=image.ref.clean_text)), prompt)
+            answer = completion_for(image.ref, render(side_gold_tcot(image.ref)), prompt)
         else:
             content = list(messages[-1]["content"])
             content[-1] = {"type": "text", "text": "\n" + GROUNDING_QUESTION.format(detail=image.detail)}

@@ -47,7 +47,8 @@ class SFTStageConfig(trl.SFTConfig):
         "help": "steps of the one-crop perception warm-up before the cold start (embedrl.train.perception); "
                 "0 = none: a pretrained Reasoner already sees"})
     grounding_steps: int = field(default=0, metadata={
-        "help": "steps on the grounding question alone, after the perception warm-up and before the cold start"})
+        "help": "steps on the grounding examples alone (sft.grounding_form), after the perception warm-up and "
+                "before the cold start"})
     grounding_copies: int = field(default=0, metadata={
         "help": "copies of the grounding examples (which region carries the detail?) mixed into the cold start"})
     grounding_form: str = field(default="question", metadata={
