@@ -10,6 +10,7 @@ from conftest import MICRO_PROFILE
 
 from embedrl.config import build_config
 from embedrl.data.sides import MediaStore
+from embedrl.models.embedder import resize_square
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_messages, side_regions
 from embedrl.tcot import parse
 from embedrl.tcot.regions import first_mark, region_crops, resolve_marks
@@ -17,6 +18,7 @@ from embedrl.tcot.teachers import names_disambiguating_evidence
 from embedrl.train.perception import (
     detail_examples,
     detail_images,
+    flash_clips,
     grounding_examples,
     single_detail,
 )
@@ -64,6 +66,37 @@ def test_detail_examples_pair_the_dotted_crop_with_a_plain_one(prepared_small):
     assert detail_examples(prepared_small, PROMPT, seed=0)[0]["completion"] == examples[0]["completion"]
 
 
+def test_flash_clips_point_at_the_frame_that_shows_the_flash(prepared_small):
+    clips = list(flash_clips(prepared_small))
+    assert len(clips) > 10
+    assert any(clip.ref.scene.get("segment") for clip in clips)  # moment segments count, renumbered
+    for clip in clips:
+        scene = clip.ref.scene
+        first = (scene.get("segment") or [1])[0]
+        assert clip.frame == scene["event"]["frame"] - first + 1
+        assert 1 <= clip.frame <= len(MediaStore(prepared_small).load(clip.ref))
+    assert len({clip.ref.media_path for clip in clips}) == len(clips)
+
+
+def test_video_detail_examples_pair_the_flash_frame_with_another(prepared_small):
+    """perception_video: the detail phase also shows single frames; "yes" only for the flash frame."""
+    images = detail_examples(prepared_small, PROMPT, seed=0)
+    examples = detail_examples(prepared_small, PROMPT, seed=0, video=True)
+    frames = [e for e in examples if e["prompt"][0]["content"][-1]["text"] == "Does it show a flash?"]
+    assert len(examples) == len(images) + len(frames)
+    assert [_answer(e) for e in frames].count("yes") == len(list(flash_clips(prepared_small)))
+    store = MediaStore(prepared_small)
+    clip = next(flash_clips(prepared_small))
+    loaded = [np.asarray(resize_square(f, 56)) for f in store.load(clip.ref)]
+    flash = loaded[clip.frame - 1]
+    for example in frames:
+        assert len(example["images"]) == 1 and example["images"][0].size == (56, 56)
+    yes = [np.asarray(e["images"][0]) for e in frames if _answer(e) == "yes"]
+    no = [np.asarray(e["images"][0]) for e in frames if _answer(e) == "no"]
+    assert any(np.array_equal(img, flash) for img in yes)
+    assert not any(np.array_equal(img, flash) for img in no)
+
+
 def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
     examples = grounding_examples(prepared_small, PROMPT)
     images = list(detail_images(prepared_small))
@@ -98,6 +131,11 @@ def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
     with pytest.raises(ValueError, match="grounded"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounded=False,
                      grounding_copies=1)
+
+
+def test_sft_config_rejects_video_perception_without_a_detail_phase(tmp_path):
+    with pytest.raises(ValueError, match="perception_video"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_video=True)
     with pytest.raises(ValueError, match="must be >= 0"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_steps=-1)
     with pytest.raises(ValueError, match="grounding_form"):
@@ -172,13 +210,14 @@ def test_the_warm_up_learns_from_more_data_roots_when_given(prepared_small, smal
 @pytest.mark.timeout(600)
 def test_the_trace_form_trains_the_warm_up_and_the_copies_on_gold_traces(prepared_small, tiny_models, tmp_path):
     settings = {"max_steps": 2, "perception_steps": 2, "grounding_steps": 2, "grounding_copies": 2,
-                "grounding_form": "trace"}
+                "grounding_form": "trace", "perception_video": True}
     config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
     result = train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
     marker = json.loads((tmp_path / "perception" / "model" / PERCEPTION_DONE).read_text())
     prompt = config.reasoner_prompt()
     traces = grounding_examples(prepared_small, prompt, form="trace")
-    assert marker["settings"]["grounding_form"] == "trace"
+    assert marker["settings"]["grounding_form"] == "trace" and marker["settings"]["perception_video"]
+    assert marker["detail"]["examples"] == len(detail_examples(prepared_small, prompt, video=True))
     assert marker["grounding"]["examples"] == len(traces)
     meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
     assert meta["stage"]["grounding_form"] == "trace"

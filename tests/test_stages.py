@@ -198,6 +198,13 @@ def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_sma
     for score in (gold, reasoner):
         assert score["groups"] == 4 and 0.0 <= score["hit_at_1"] <= 1.0 and 0.0 <= score["format_rate"] <= 1.0
     assert gold["format_rate"] == 1.0 and gold["evidence_rate"] in (None, 1.0)
+    for score in (gold, reasoner):  # per modality: the groups' sides add up, and so do their hits
+        parts = score["by_modality"].values()
+        assert set(score["by_modality"]) <= {"image", "video", "visdoc", "text"}
+        assert sum(p["sides"] for p in parts) == 4 * 2 * config.pairs_per_step  # B queries + B targets per group
+        assert sum(p["hit_at_1"] * p["sides"] for p in parts) / sum(p["sides"] for p in parts) == pytest.approx(
+            score["hit_at_1"])
+    assert all(p["evidence_rate"] in (None, 1.0) for p in gold["by_modality"].values())
     with pytest.raises(ValueError, match="cannot hold out"):
         rl_holdout(prepared_small, None, trained_embedder, build_config(
             EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", max_steps=10_000), n_groups=4, source="gold")

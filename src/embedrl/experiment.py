@@ -213,15 +213,34 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     vectors = embed_sides(embedder, inputs, [build_side(r, store, t) for r, t in zip(refs, traces, strict=True)],
                           shared_prefix=config.shared_prefix)
     vectors = vectors.reshape(n_groups, config.pairs_per_step, 2, -1)  # rows go q0, t0, q1, t1, ...
-    hits, outcome = [], []
-    for group in vectors:
+    hits, outcome, hits_by_modality = [], [], {}
+    size = 2 * config.pairs_per_step
+    for index, group in enumerate(vectors):
         q_det, t_det = outcome_details(group[:, None, 0], group[:, None, 1], tau=config.outcome_tau)
-        hits += [*q_det.acc.ravel(), *t_det.acc.ravel()]
+        group_hits = [*q_det.acc.ravel(), *t_det.acc.ravel()]
+        hits += group_hits
         outcome += [*q_det.reward.ravel(), *t_det.reward.ravel()]
-    fine = [(t, r.scene) for t, r in zip(traces, refs, strict=True) if t is not None and _has_fine_evidence(r.scene)]
+        hits_by_modality.setdefault(_group_modality(refs[index * size:(index + 1) * size]), []).extend(group_hits)
+    fine = [(t, r) for t, r in zip(traces, refs, strict=True) if t is not None and _has_fine_evidence(r.scene)]
+
+    def evidence(sides) -> float | None:
+        return float(np.mean([names_disambiguating_evidence(t, r.scene) for t, r in sides])) if sides else None
+
+    by_modality = {m: {"sides": len(h), "hit_at_1": float(np.mean(h)),
+                       "evidence_rate": evidence([(t, r) for t, r in fine if _MODALITY.get(r.scene["type"]) == m])}
+                   for m, h in sorted(hits_by_modality.items())}
     return {"groups": n_groups, "hit_at_1": float(np.mean(hits)), "outcome": float(np.mean(outcome)),
-            "format_rate": float(np.mean([t is not None for t in traces])),
-            "evidence_rate": float(np.mean([names_disambiguating_evidence(t, s) for t, s in fine])) if fine else None}
+            "format_rate": float(np.mean([t is not None for t in traces])), "evidence_rate": evidence(fine),
+            "by_modality": by_modality}
+
+
+_MODALITY = {"image": "image", "crop": "image", "video": "video", "page": "visdoc"}
+
+
+def _group_modality(refs) -> str:
+    """A group's benchmark modality (as the task registry names it), from the scene of its media sides."""
+    kinds = [_MODALITY.get((r.scene or {}).get("type")) for r in refs]
+    return next((k for k in kinds if k), "text")
 
 
 def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int | None = 64) -> dict:

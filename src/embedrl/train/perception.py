@@ -8,7 +8,10 @@ annotations (objects with boxes and a `detail`, e.g. MiniMMEB's dot), never from
 
 - detail: one region crop alone, "Does it carry a dot?" -> "yes" / "no" (one crop with the detail and
   one without, per image). Trained first, on its own, for `SFTStageConfig.perception_steps` steps: the
-  loss sits at chance for a couple of hundred steps before the model starts reading the crop.
+  loss sits at chance for a couple of hundred steps before the model starts reading the crop. With
+  `SFTStageConfig.perception_video` the phase also shows single video frames, "Does it show a flash?"
+  (the flash frame and one other frame per clip): a clip's one-frame event is the video's fine evidence,
+  and a Reasoner that cannot see it can only copy the teacher's motion traces.
 - grounding: which region carries the detail, in one of two forms (`SFTStageConfig.grounding_form`):
   "question", the Reasoner's own grounded prompt with the question "Which region carries the dot?" -> "#k";
   or "trace", its own T-CoT prompt -> the gold T-CoT in mark form ("... The #k carries the dot ..."), so
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedrl.data.sides import MediaStore, SideRef
+from embedrl.models.embedder import resize_square
 from embedrl.models.reasoner import (
     ReasonerPrompt,
     completion_for,
@@ -45,6 +49,7 @@ from embedrl.train.embedder import load_pairs
 log = logging.getLogger(__name__)
 
 DETAIL_QUESTION = "Does it carry a {detail}?"
+FLASH_QUESTION = "Does it show a flash?"
 GROUNDING_QUESTION = "Which region carries the {detail}?"
 GROUNDING_FORMS = ("question", "trace")
 
@@ -87,12 +92,37 @@ def single_detail(scene: dict) -> tuple[str, int] | None:
     return detail, mark
 
 
+@dataclass(frozen=True)
+class FlashClip:
+    """A video side whose flash falls inside its frames."""
+
+    ref: SideRef
+    frame: int  # 1-based index of the flash among the side's frames
+
+
+def flash_clips(data_root: str | Path, split: str = "train") -> Iterator[FlashClip]:
+    """Each distinct video (or segment) of the split whose flash is in view."""
+    seen: set[str] = set()
+    for pairs in load_pairs(data_root, split).values():
+        for pair in pairs:
+            for ref in (pair.query, pair.positive):
+                scene = ref.scene or {}
+                if ref.media_kind != "video" or scene.get("type") != "video" or ref.media_path in seen:
+                    continue
+                seen.add(ref.media_path)
+                first, last = scene.get("segment") or (1, scene["num_frames"])
+                if first <= scene["event"]["frame"] <= last:
+                    yield FlashClip(ref, scene["event"]["frame"] - first + 1)
+
+
 def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
-                    split: str = "train") -> list[dict]:
-    """One crop with the detail ("yes") and one random crop without ("no") per image, shuffled."""
+                    split: str = "train", video: bool = False) -> list[dict]:
+    """One crop with the detail ("yes") and one random crop without ("no") per image; with `video`, also
+    the flash frame ("yes") and one random other frame ("no") of each clip, at the Reasoner's frame size;
+    shuffled."""
     store = MediaStore(data_root)
     rng = random.Random(seed)
-    examples = []
+    examples = _flash_examples(store, data_root, prompt, rng, split) if video else []
     for image in detail_images(data_root, split):
         regions = side_regions(image.ref, prompt) or region_proposals(image.ref.scene)
         crops = region_crops(store.load(image.ref)[0], regions, prompt.region_size)
@@ -102,6 +132,18 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
         if plain:
             examples.append(_example([{"type": "image"}], question, "no", [rng.choice(plain)]))
     rng.shuffle(examples)
+    return examples
+
+
+def _flash_examples(store: MediaStore, data_root, prompt: ReasonerPrompt, rng: random.Random,
+                    split: str) -> list[dict]:
+    examples = []
+    for clip in flash_clips(data_root, split):
+        frames = [resize_square(frame, prompt.frame_size) for frame in store.load(clip.ref)]
+        plain = [frame for index, frame in enumerate(frames, 1) if index != clip.frame]
+        examples.append(_example([{"type": "image"}], FLASH_QUESTION, "yes", [frames[clip.frame - 1]]))
+        if plain:
+            examples.append(_example([{"type": "image"}], FLASH_QUESTION, "no", [rng.choice(plain)]))
     return examples
 
 

@@ -54,6 +54,9 @@ class SFTStageConfig(trl.SFTConfig):
     grounding_form: str = field(default="question", metadata={
         "help": "the grounding examples' form: question (the grounding question -> #k) or trace (the T-CoT "
                 "prompt -> the gold T-CoT in mark form: the pointer learned where the trace names its region)"})
+    perception_video: bool = field(default=False, metadata={
+        "help": "the perception warm-up's detail phase also asks about single video frames (does it show a "
+                "flash?): the one-frame event is what a clip's key frames must find"})
     perception_data: str = field(default="", metadata={
         "help": "more data roots (comma-separated, MiniMMEB layout, e.g. other generator seeds; never evaluation "
                 "data) whose train-split images add to the warm-up's examples: more distinct scenes to learn "
@@ -75,6 +78,8 @@ class SFTStageConfig(trl.SFTConfig):
             raise ValueError(f"sft: {counts}: each must be >= 0")
         if self.grounding_form not in GROUNDING_FORMS:
             raise ValueError(f"sft.grounding_form={self.grounding_form!r}: expected one of {GROUNDING_FORMS}")
+        if self.perception_video and not self.perception_steps:
+            raise ValueError("sft.perception_video needs sft.perception_steps > 0 (it adds to the detail phase)")
         if (self.grounding_steps or self.grounding_copies) and not self.grounded:
             raise ValueError("sft.grounding_steps and sft.grounding_copies need sft.grounded: true "
                              "(the answer is a region mark)")
@@ -162,7 +167,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     prompt = config.reasoner_prompt()
     roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
     settings = {"perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
-                "grounding_form": config.grounding_form,
+                "grounding_form": config.grounding_form, "perception_video": config.perception_video,
                 "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
     if (done / PERCEPTION_DONE).exists():  # shared by another run, or a rerun after a kill in the cold start
         kept = json.loads((done / PERCEPTION_DONE).read_text()).get("settings")
@@ -178,7 +183,8 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
         return examples
 
     phases = [("detail", config.perception_steps,
-               lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
+               lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i,
+                                                              video=config.perception_video))),
               ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: grounding_examples(root, prompt, form=config.grounding_form)))]
     record: dict = {"settings": settings}
     for name, steps, build in phases:
@@ -186,7 +192,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
             continue
         examples = build()
         phase = dataclasses.replace(config, max_steps=steps, perception_steps=0, grounding_steps=0,
-                                    grounding_copies=0)
+                                    grounding_copies=0, perception_video=False)
         trainer = _train(model, processor, examples, phase, out_dir / name, f"perception_{name}")
         model = trainer.model
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -205,6 +211,7 @@ def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: i
     meta["role"] = "reasoner"
     meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples,
                      "perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
-                     "grounding_copies": config.grounding_copies, "grounding_form": config.grounding_form}
+                     "grounding_copies": config.grounding_copies, "grounding_form": config.grounding_form,
+                     "perception_video": config.perception_video}
     meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
