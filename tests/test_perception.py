@@ -19,6 +19,7 @@ from embedrl.train.perception import (
     detail_examples,
     detail_images,
     flash_clips,
+    flash_examples,
     grounding_examples,
     single_detail,
 )
@@ -78,23 +79,22 @@ def test_flash_clips_point_at_the_frame_that_shows_the_flash(prepared_small):
     assert len({clip.ref.media_path for clip in clips}) == len(clips)
 
 
-def test_video_detail_examples_pair_the_flash_frame_with_another(prepared_small):
-    """perception_video: the detail phase also shows single frames; "yes" only for the flash frame."""
-    images = detail_examples(prepared_small, PROMPT, seed=0)
-    examples = detail_examples(prepared_small, PROMPT, seed=0, video=True)
-    frames = [e for e in examples if e["prompt"][0]["content"][-1]["text"] == "Does it show a flash?"]
-    assert len(examples) == len(images) + len(frames)
-    assert [_answer(e) for e in frames].count("yes") == len(list(flash_clips(prepared_small)))
-    store = MediaStore(prepared_small)
-    clip = next(flash_clips(prepared_small))
-    loaded = [np.asarray(resize_square(f, 56)) for f in store.load(clip.ref)]
-    flash = loaded[clip.frame - 1]
-    for example in frames:
+def test_flash_examples_pair_the_flash_frame_with_another(prepared_small):
+    """"yes" only for the frame that shows the flash, "no" for another frame of the same clip."""
+    examples = flash_examples(prepared_small, PROMPT, seed=0)
+    clips = list(flash_clips(prepared_small))
+    answers = [_answer(e) for e in examples]
+    assert answers.count("yes") == answers.count("no") == len(clips)
+    for example in examples:
         assert len(example["images"]) == 1 and example["images"][0].size == (56, 56)
-    yes = [np.asarray(e["images"][0]) for e in frames if _answer(e) == "yes"]
-    no = [np.asarray(e["images"][0]) for e in frames if _answer(e) == "no"]
-    assert any(np.array_equal(img, flash) for img in yes)
-    assert not any(np.array_equal(img, flash) for img in no)
+        assert example["prompt"][0]["content"][-1]["text"] == "Does it show a flash?"
+    frames = [np.asarray(resize_square(f, 56)) for f in MediaStore(prepared_small).load(clips[0].ref)]
+    flash = frames[clips[0].frame - 1]
+    yes = [np.asarray(e["images"][0]) for e in examples if _answer(e) == "yes"]
+    no = [np.asarray(e["images"][0]) for e in examples if _answer(e) == "no"]
+    assert any(np.array_equal(image, flash) for image in yes)
+    assert not any(np.array_equal(image, flash) for image in no)
+    assert any(any(np.array_equal(image, f) for f in frames) for image in no)  # the clip's other frames
 
 
 def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
@@ -132,10 +132,6 @@ def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounded=False,
                      grounding_copies=1)
 
-
-def test_sft_config_rejects_video_perception_without_a_detail_phase(tmp_path):
-    with pytest.raises(ValueError, match="perception_video"):
-        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_video=True)
     with pytest.raises(ValueError, match="must be >= 0"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_steps=-1)
     with pytest.raises(ValueError, match="grounding_form"):
@@ -210,14 +206,14 @@ def test_the_warm_up_learns_from_more_data_roots_when_given(prepared_small, smal
 @pytest.mark.timeout(600)
 def test_the_trace_form_trains_the_warm_up_and_the_copies_on_gold_traces(prepared_small, tiny_models, tmp_path):
     settings = {"max_steps": 2, "perception_steps": 2, "grounding_steps": 2, "grounding_copies": 2,
-                "grounding_form": "trace", "perception_video": True}
+                "grounding_form": "trace", "flash_steps": 2}
     config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
     result = train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
     marker = json.loads((tmp_path / "perception" / "model" / PERCEPTION_DONE).read_text())
     prompt = config.reasoner_prompt()
     traces = grounding_examples(prepared_small, prompt, form="trace")
-    assert marker["settings"]["grounding_form"] == "trace" and marker["settings"]["perception_video"]
-    assert marker["detail"]["examples"] == len(detail_examples(prepared_small, prompt, video=True))
+    assert marker["settings"]["grounding_form"] == "trace" and marker["settings"]["flash_steps"] == 2
+    assert marker["flash"]["examples"] == len(flash_examples(prepared_small, prompt))
     assert marker["grounding"]["examples"] == len(traces)
     meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
     assert meta["stage"]["grounding_form"] == "trace"

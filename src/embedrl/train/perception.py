@@ -8,10 +8,12 @@ annotations (objects with boxes and a `detail`, e.g. MiniMMEB's dot), never from
 
 - detail: one region crop alone, "Does it carry a dot?" -> "yes" / "no" (one crop with the detail and
   one without, per image). Trained first, on its own, for `SFTStageConfig.perception_steps` steps: the
-  loss sits at chance for a couple of hundred steps before the model starts reading the crop. With
-  `SFTStageConfig.perception_video` the phase also shows single video frames, "Does it show a flash?"
-  (the flash frame and one other frame per clip): a clip's one-frame event is the video's fine evidence,
-  and a Reasoner that cannot see it can only copy the teacher's motion traces.
+  loss sits at chance for a couple of hundred steps before the model starts reading the crop.
+- flash: one video frame alone, "Does it show a flash?" -> "yes" / "no" (the flash frame and one other
+  frame per clip), for `SFTStageConfig.flash_steps` steps after the detail phase: a clip's one-frame
+  event is the video's fine evidence, and a Reasoner that cannot see it can only copy the teacher's
+  motion traces. A phase of its own: mixed into the detail phase, neither the dot nor the flash left
+  chance in 600 steps (loss 0.175 throughout; docs/STATUS.md, issue 3, session 13).
 - grounding: which region carries the detail, in one of two forms (`SFTStageConfig.grounding_form`):
   "question", the Reasoner's own grounded prompt with the question "Which region carries the dot?" -> "#k";
   or "trace", its own T-CoT prompt -> the gold T-CoT in mark form ("... The #k carries the dot ..."), so
@@ -116,13 +118,11 @@ def flash_clips(data_root: str | Path, split: str = "train") -> Iterator[FlashCl
 
 
 def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
-                    split: str = "train", video: bool = False) -> list[dict]:
-    """One crop with the detail ("yes") and one random crop without ("no") per image; with `video`, also
-    the flash frame ("yes") and one random other frame ("no") of each clip, at the Reasoner's frame size;
-    shuffled."""
+                    split: str = "train") -> list[dict]:
+    """One crop with the detail ("yes") and one random crop without ("no") per image, shuffled."""
     store = MediaStore(data_root)
     rng = random.Random(seed)
-    examples = _flash_examples(store, data_root, prompt, rng, split) if video else []
+    examples = []
     for image in detail_images(data_root, split):
         regions = side_regions(image.ref, prompt) or region_proposals(image.ref.scene)
         crops = region_crops(store.load(image.ref)[0], regions, prompt.region_size)
@@ -135,8 +135,12 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
     return examples
 
 
-def _flash_examples(store: MediaStore, data_root, prompt: ReasonerPrompt, rng: random.Random,
-                    split: str) -> list[dict]:
+def flash_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
+                   split: str = "train") -> list[dict]:
+    """The flash frame ("yes") and one random other frame ("no") of each clip, at the Reasoner's frame
+    size, shuffled."""
+    store = MediaStore(data_root)
+    rng = random.Random(seed)
     examples = []
     for clip in flash_clips(data_root, split):
         frames = [resize_square(frame, prompt.frame_size) for frame in store.load(clip.ref)]
@@ -144,6 +148,7 @@ def _flash_examples(store: MediaStore, data_root, prompt: ReasonerPrompt, rng: r
         examples.append(_example([{"type": "image"}], FLASH_QUESTION, "yes", [frames[clip.frame - 1]]))
         if plain:
             examples.append(_example([{"type": "image"}], FLASH_QUESTION, "no", [rng.choice(plain)]))
+    rng.shuffle(examples)
     return examples
 
 
