@@ -10,7 +10,6 @@ from conftest import MICRO_PROFILE
 
 from embedrl.config import build_config
 from embedrl.data.sides import MediaStore
-from embedrl.models.embedder import resize_square
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_messages, side_regions
 from embedrl.tcot import parse
 from embedrl.tcot.regions import first_mark, region_crops, resolve_marks
@@ -19,7 +18,6 @@ from embedrl.train.perception import (
     detail_examples,
     detail_images,
     flash_clips,
-    flash_examples,
     grounding_examples,
     single_detail,
 )
@@ -79,22 +77,24 @@ def test_flash_clips_point_at_the_frame_that_shows_the_flash(prepared_small):
     assert len({clip.ref.media_path for clip in clips}) == len(clips)
 
 
-def test_flash_examples_pair_the_flash_frame_with_another(prepared_small):
-    """"yes" only for the frame that shows the flash, "no" for another frame of the same clip."""
-    examples = flash_examples(prepared_small, PROMPT, seed=0)
+def test_video_grounding_examples_write_the_gold_trace_of_each_flash_clip(prepared_small):
+    """video=True (trace form): each clip with its flash in view adds its T-CoT prompt, all its frames, and
+    the gold trace whose mark is the flashing object and whose key frame is the flash."""
+    images = grounding_examples(prepared_small, PROMPT, form="trace")
+    examples = grounding_examples(prepared_small, PROMPT, form="trace", video=True)
     clips = list(flash_clips(prepared_small))
-    answers = [_answer(e) for e in examples]
-    assert answers.count("yes") == answers.count("no") == len(clips)
-    for example in examples:
-        assert len(example["images"]) == 1 and example["images"][0].size == (56, 56)
-        assert example["prompt"][0]["content"][-1]["text"] == "Does it show a flash?"
-    frames = [np.asarray(resize_square(f, 56)) for f in MediaStore(prepared_small).load(clips[0].ref)]
-    flash = frames[clips[0].frame - 1]
-    yes = [np.asarray(e["images"][0]) for e in examples if _answer(e) == "yes"]
-    no = [np.asarray(e["images"][0]) for e in examples if _answer(e) == "no"]
-    assert any(np.array_equal(image, flash) for image in yes)
-    assert not any(np.array_equal(image, flash) for image in no)
-    assert any(any(np.array_equal(image, f) for f in frames) for image in no)  # the clip's other frames
+    assert len(examples) == len(images) + len(clips)
+    store = MediaStore(prepared_small)
+    for example, clip in zip(examples[len(images):], clips, strict=True):
+        frames = store.load(clip.ref)
+        assert len(example["images"]) == len(frames)
+        assert example["prompt"] == reasoner_messages(clip.ref, "query", PROMPT, num_frames=len(frames))
+        answer = _answer(example)
+        assert first_mark(answer) == clip.ref.scene["event"]["object"] + 1
+        trace = parse(resolve_marks(answer, side_regions(clip.ref, PROMPT)))
+        assert trace.key_frames == [clip.frame] and names_disambiguating_evidence(trace, clip.ref.scene)
+    with pytest.raises(ValueError, match="trace"):
+        grounding_examples(prepared_small, PROMPT, form="question", video=True)
 
 
 def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
@@ -131,6 +131,8 @@ def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
     with pytest.raises(ValueError, match="grounded"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounded=False,
                      grounding_copies=1)
+    with pytest.raises(ValueError, match="grounding_video"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_video=True)
 
     with pytest.raises(ValueError, match="must be >= 0"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_steps=-1)
@@ -206,14 +208,13 @@ def test_the_warm_up_learns_from_more_data_roots_when_given(prepared_small, smal
 @pytest.mark.timeout(600)
 def test_the_trace_form_trains_the_warm_up_and_the_copies_on_gold_traces(prepared_small, tiny_models, tmp_path):
     settings = {"max_steps": 2, "perception_steps": 2, "grounding_steps": 2, "grounding_copies": 2,
-                "grounding_form": "trace", "flash_steps": 2}
+                "grounding_form": "trace", "grounding_video": True}
     config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), **settings)
     result = train_sft(prepared_small, tiny_models["reasoner"], tmp_path, config)
     marker = json.loads((tmp_path / "perception" / "model" / PERCEPTION_DONE).read_text())
     prompt = config.reasoner_prompt()
-    traces = grounding_examples(prepared_small, prompt, form="trace")
-    assert marker["settings"]["grounding_form"] == "trace" and marker["settings"]["flash_steps"] == 2
-    assert marker["flash"]["examples"] == len(flash_examples(prepared_small, prompt))
+    traces = grounding_examples(prepared_small, prompt, form="trace", video=True)
+    assert marker["settings"]["grounding_form"] == "trace" and marker["settings"]["grounding_video"]
     assert marker["grounding"]["examples"] == len(traces)
     meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
     assert meta["stage"]["grounding_form"] == "trace"

@@ -413,7 +413,7 @@ def run_ablation(profile: str, data_seed: int, seeds: list[int], out: str | Path
                 generate(root, seed=s, size=size, progress=False)
         overrides["sft"] = {**overrides.get("sft", {}), "perception_data": ",".join(map(str, roots))}
     sft_recipe = overrides.get("sft", {})
-    if any(sft_recipe.get(k) for k in ("perception_steps", "flash_steps", "grounding_steps")):
+    if sft_recipe.get("perception_steps") or sft_recipe.get("grounding_steps"):
         # The warm-up stands in for the pretraining of a paper-scale Reasoner, which every seed starts from:
         # trained once (with the first seed), shared by the others.
         overrides["sft"] = {"perception_dir": str(out / "perception-base"), **sft_recipe}

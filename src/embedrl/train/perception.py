@@ -9,11 +9,6 @@ annotations (objects with boxes and a `detail`, e.g. MiniMMEB's dot), never from
 - detail: one region crop alone, "Does it carry a dot?" -> "yes" / "no" (one crop with the detail and
   one without, per image). Trained first, on its own, for `SFTStageConfig.perception_steps` steps: the
   loss sits at chance for a couple of hundred steps before the model starts reading the crop.
-- flash: one video frame alone, "Does it show a flash?" -> "yes" / "no" (the flash frame and one other
-  frame per clip), for `SFTStageConfig.flash_steps` steps after the detail phase: a clip's one-frame
-  event is the video's fine evidence, and a Reasoner that cannot see it can only copy the teacher's
-  motion traces. A phase of its own: mixed into the detail phase, neither the dot nor the flash left
-  chance in 600 steps (loss 0.175 throughout; docs/STATUS.md, issue 3, session 13).
 - grounding: which region carries the detail, in one of two forms (`SFTStageConfig.grounding_form`):
   "question", the Reasoner's own grounded prompt with the question "Which region carries the dot?" -> "#k";
   or "trace", its own T-CoT prompt -> the gold T-CoT in mark form ("... The #k carries the dot ..."), so
@@ -21,7 +16,12 @@ annotations (objects with boxes and a `detail`, e.g. MiniMMEB's dot), never from
   the detail phase (`grounding_steps`) and mixed into the cold start (`grounding_copies`). With the
   question form the cold start had to carry the pointer over to the trace's mark, and whether it did
   depended on the data order (first marks on the dot 34-78%, some orders at chance); the trace form bound
-  89-91% in three orders of three (docs/STATUS.md, issue 3, session 12).
+  89-91% in three orders of three (docs/STATUS.md, issue 3, session 12). With `SFTStageConfig.grounding_video`
+  (trace form only) each video clip whose flash is in view gives one more example: its T-CoT prompt -> the
+  gold T-CoT naming the flashing object and the flash frame. A flash is an object drawn white on a light
+  canvas, i.e. an object that vanishes for one frame: it shows only against the other frames, so no
+  one-frame question can teach it (measured: "Does it show a flash?" on single frames stayed at chance
+  for 400 steps; docs/STATUS.md, issue 3, session 13).
 
 Images whose scene does not have exactly one object with the detail give no example (counted, logged).
 """
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedrl.data.sides import MediaStore, SideRef
-from embedrl.models.embedder import resize_square
 from embedrl.models.reasoner import (
     ReasonerPrompt,
     completion_for,
@@ -51,7 +50,6 @@ from embedrl.train.embedder import load_pairs
 log = logging.getLogger(__name__)
 
 DETAIL_QUESTION = "Does it carry a {detail}?"
-FLASH_QUESTION = "Does it show a flash?"
 GROUNDING_QUESTION = "Which region carries the {detail}?"
 GROUNDING_FORMS = ("question", "trace")
 
@@ -135,32 +133,19 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
     return examples
 
 
-def flash_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
-                   split: str = "train") -> list[dict]:
-    """The flash frame ("yes") and one random other frame ("no") of each clip, at the Reasoner's frame
-    size, shuffled."""
-    store = MediaStore(data_root)
-    rng = random.Random(seed)
-    examples = []
-    for clip in flash_clips(data_root, split):
-        frames = [resize_square(frame, prompt.frame_size) for frame in store.load(clip.ref)]
-        plain = [frame for index, frame in enumerate(frames, 1) if index != clip.frame]
-        examples.append(_example([{"type": "image"}], FLASH_QUESTION, "yes", [frames[clip.frame - 1]]))
-        if plain:
-            examples.append(_example([{"type": "image"}], FLASH_QUESTION, "no", [rng.choice(plain)]))
-    rng.shuffle(examples)
-    return examples
-
-
 def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: str = "train",
-                       form: str = "question") -> list[dict]:
+                       form: str = "question", video: bool = False) -> list[dict]:
     """Which region carries the detail, per detailed image of the split: the grounding question -> "#k"
-    (form "question"), or the T-CoT prompt -> the gold T-CoT in mark form (form "trace")."""
+    (form "question"), or the T-CoT prompt -> the gold T-CoT in mark form (form "trace"); with `video`
+    (trace form), also each clip with its flash in view -> its gold T-CoT (the flashing object's mark and
+    the flash frame)."""
     if form not in GROUNDING_FORMS:
         raise ValueError(f"grounding form {form!r}: expected one of {GROUNDING_FORMS}")
     if not prompt.grounded:
         raise ValueError("grounding examples need a grounded Reasoner prompt (sft.grounded: true): "
                          "the answer is a region mark")
+    if video and form != "trace":
+        raise ValueError("video grounding examples are gold traces: they need form 'trace'")
     store = MediaStore(data_root)
     examples = []
     for image in detail_images(data_root, split):
@@ -173,6 +158,12 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
             messages, answer = [{"role": "user", "content": content}], f"#{image.mark}"
         examples.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
                          "images": reasoner_images(image.ref, store, prompt)})
+    for clip in flash_clips(data_root, split) if video else ():
+        frames = reasoner_images(clip.ref, store, prompt)
+        examples.append({"prompt": reasoner_messages(clip.ref, "query", prompt, num_frames=len(frames)),
+                         "completion": [{"role": "assistant", "content": completion_for(
+                             clip.ref, render(side_gold_tcot(clip.ref)), prompt)}],
+                         "images": frames})
     return examples
 
 

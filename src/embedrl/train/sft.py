@@ -20,7 +20,7 @@ from embedrl.data.sides import MediaStore
 from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_images, reasoner_messages
 from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import load_pairs
-from embedrl.train.perception import GROUNDING_FORMS, detail_examples, flash_examples, grounding_examples
+from embedrl.train.perception import GROUNDING_FORMS, detail_examples, grounding_examples
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ class SFTStageConfig(trl.SFTConfig):
     grounding_form: str = field(default="question", metadata={
         "help": "the grounding examples' form: question (the grounding question -> #k) or trace (the T-CoT "
                 "prompt -> the gold T-CoT in mark form: the pointer learned where the trace names its region)"})
-    flash_steps: int = field(default=0, metadata={
-        "help": "steps on single video frames (does it show a flash?) after the detail phase of the perception "
-                "warm-up: the one-frame event is what a clip's key frames must find"})
+    grounding_video: bool = field(default=False, metadata={
+        "help": "the grounding examples (trace form) also cover video clips: each clip's T-CoT prompt -> the "
+                "gold T-CoT naming the flashing object and the flash frame"})
     perception_data: str = field(default="", metadata={
         "help": "more data roots (comma-separated, MiniMMEB layout, e.g. other generator seeds; never evaluation "
                 "data) whose train-split images add to the warm-up's examples: more distinct scenes to learn "
@@ -72,12 +72,14 @@ class SFTStageConfig(trl.SFTConfig):
         self.remove_unused_columns = False  # the images column feeds the collator
         self.logging_nan_inf_filter = False  # a NaN loss must stop the stage, not be averaged away
         self.reasoner_prompt()  # validates the prompt settings
-        counts = {"perception_steps": self.perception_steps, "flash_steps": self.flash_steps,
-                  "grounding_steps": self.grounding_steps, "grounding_copies": self.grounding_copies}
+        counts = {"perception_steps": self.perception_steps, "grounding_steps": self.grounding_steps,
+                  "grounding_copies": self.grounding_copies}
         if min(counts.values()) < 0:
             raise ValueError(f"sft: {counts}: each must be >= 0")
         if self.grounding_form not in GROUNDING_FORMS:
             raise ValueError(f"sft.grounding_form={self.grounding_form!r}: expected one of {GROUNDING_FORMS}")
+        if self.grounding_video and self.grounding_form != "trace":
+            raise ValueError("sft.grounding_video needs sft.grounding_form: trace (its examples are gold traces)")
         if (self.grounding_steps or self.grounding_copies) and not self.grounded:
             raise ValueError("sft.grounding_steps and sft.grounding_copies need sft.grounded: true "
                              "(the answer is a region mark)")
@@ -127,12 +129,12 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
         torch.set_num_threads(config.num_threads)
     prompt = config.reasoner_prompt()
     model, processor = load_model(model_dir)
-    if config.perception_steps or config.flash_steps or config.grounding_steps:
+    if config.perception_steps or config.grounding_steps:
         warmup_dir = Path(config.perception_dir) if config.perception_dir else Path(out_dir) / "perception"
         model = _perception_warmup(model, processor, data_root, warmup_dir, config)
     examples = sft_examples(data_root, prompt=prompt)
     if config.grounding_copies:
-        examples += grounding_examples(data_root, prompt, form=config.grounding_form) * config.grounding_copies
+        examples += _grounding(data_root, prompt, config) * config.grounding_copies
         random.Random(config.seed).shuffle(examples)
     trainer = _train(model, processor, examples, config, Path(out_dir), "sft_cold_start")
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -157,16 +159,15 @@ def _train(model, processor, examples: list[dict], config: SFTStageConfig, out_d
 
 
 def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTStageConfig):
-    """The perception curriculum before the cold start: the one-crop detail question for `perception_steps`,
-    the one-frame flash question for `flash_steps`, then the grounding examples alone for `grounding_steps`;
-    kept in out_dir/model."""
+    """The perception curriculum before the cold start: the one-crop detail question for
+    `perception_steps`, then the grounding examples alone for `grounding_steps`; kept in out_dir/model."""
     from embedrl.models.factory import load_model
 
     done = out_dir / "model"
     prompt = config.reasoner_prompt()
     roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
     settings = {"perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
-                "grounding_form": config.grounding_form, "flash_steps": config.flash_steps,
+                "grounding_form": config.grounding_form, "grounding_video": config.grounding_video,
                 "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
     if (done / PERCEPTION_DONE).exists():  # shared by another run, or a rerun after a kill in the cold start
         kept = json.loads((done / PERCEPTION_DONE).read_text()).get("settings")
@@ -183,16 +184,14 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
 
     phases = [("detail", config.perception_steps,
                lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
-              ("flash", config.flash_steps,
-               lambda: pooled(lambda root, i: flash_examples(root, prompt, seed=config.seed + i))),
-              ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: grounding_examples(root, prompt, form=config.grounding_form)))]
+              ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: _grounding(root, prompt, config)))]
     record: dict = {"settings": settings}
     for name, steps, build in phases:
         if not steps:
             continue
         examples = build()
         phase = dataclasses.replace(config, max_steps=steps, perception_steps=0, grounding_steps=0,
-                                    grounding_copies=0, flash_steps=0)
+                                    grounding_copies=0)
         trainer = _train(model, processor, examples, phase, out_dir / name, f"perception_{name}")
         model = trainer.model
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -205,6 +204,10 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     return model
 
 
+def _grounding(data_root, prompt: ReasonerPrompt, config: SFTStageConfig) -> list[dict]:
+    return grounding_examples(data_root, prompt, form=config.grounding_form, video=config.grounding_video)
+
+
 def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: int) -> None:
     base = Path(base_dir) / "embedrl.json"
     meta = json.loads(base.read_text()) if base.exists() else {}
@@ -212,6 +215,6 @@ def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: i
     meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples,
                      "perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
                      "grounding_copies": config.grounding_copies, "grounding_form": config.grounding_form,
-                     "flash_steps": config.flash_steps}
+                     "grounding_video": config.grounding_video}
     meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
