@@ -168,12 +168,12 @@ def _held_out_rows(prepared: Path, prompt, config, n_groups: int | None) -> tupl
     return rows[(total_groups - n_groups) * per_group:total_groups * per_group], sides
 
 
-def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, config, *, n_groups: int = 64,
-               source: str = "reasoner") -> dict:
+def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, config, *,
+               n_groups: int | None = 64, source: str = "reasoner") -> dict:
     """Greedy traces of a Reasoner on RL groups that EG-RL does not train on: what RL settings are tuned on.
 
     EG-RL takes its groups in the order of `egrl_dataset`, one per step; the last `n_groups` of that
-    order are held out (they must lie past `config.max_steps`). Per group of B pairs, each query ranks
+    order are held out (they must lie past `config.max_steps`; None: up to 64 of those). Per group of B pairs, each query ranks
     the B targets and each target the B queries (Hit@1, ties against the positive), with the Reasoner's
     greedy trace on both sides; plus the mean outcome reward, the format rate and the evidence rate.
     `source` "teacher" or "gold" scores those traces instead (reference points; `reasoner_dir` unused).
@@ -196,6 +196,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
         torch.set_num_threads(config.num_threads)
     prompt = ReasonerPrompt.of_model(reasoner_dir) if source == "reasoner" else ReasonerPrompt()
     held, sides = _held_out_rows(prepared, prompt, config, n_groups)
+    n_groups = len(held) // (2 * config.pairs_per_step)
     store = MediaStore(prepared)
     refs = [sides[r["side"]] for r in held]
     if source == "reasoner":
