@@ -65,20 +65,13 @@ class DetailImage:
 
 def detail_images(data_root: str | Path, split: str = "train") -> Iterator[DetailImage]:
     """Each distinct image of the split with exactly one detailed object among its listed regions."""
-    seen: set[str] = set()
     skipped = 0
-    for pairs in load_pairs(data_root, split).values():
-        for pair in pairs:
-            for ref in (pair.query, pair.positive):
-                scene = ref.scene or {}
-                if ref.media_kind != "image" or scene.get("type") != "image" or ref.media_path in seen:
-                    continue
-                seen.add(ref.media_path)
-                found = single_detail(scene)
-                if found is None:
-                    skipped += 1
-                    continue
-                yield DetailImage(ref, *found)
+    for ref in _distinct_sides(data_root, split, "image"):
+        found = single_detail(ref.scene)
+        if found is None:
+            skipped += 1
+            continue
+        yield DetailImage(ref, *found)
     if skipped:
         log.info("perception examples: %d images of split %s have no single detailed object", skipped, split)
 
@@ -102,17 +95,21 @@ class FlashClip:
 
 def flash_clips(data_root: str | Path, split: str = "train") -> Iterator[FlashClip]:
     """Each distinct video (or segment) of the split whose flash is in view."""
+    for ref in _distinct_sides(data_root, split, "video"):
+        first, last = ref.scene.get("segment") or (1, ref.scene["num_frames"])
+        if first <= ref.scene["event"]["frame"] <= last:
+            yield FlashClip(ref, ref.scene["event"]["frame"] - first + 1)
+
+
+def _distinct_sides(data_root: str | Path, split: str, kind: str) -> Iterator[SideRef]:
+    """Each side of the split whose media and scene are of `kind`, once per media file."""
     seen: set[str] = set()
     for pairs in load_pairs(data_root, split).values():
         for pair in pairs:
             for ref in (pair.query, pair.positive):
-                scene = ref.scene or {}
-                if ref.media_kind != "video" or scene.get("type") != "video" or ref.media_path in seen:
-                    continue
-                seen.add(ref.media_path)
-                first, last = scene.get("segment") or (1, scene["num_frames"])
-                if first <= scene["event"]["frame"] <= last:
-                    yield FlashClip(ref, scene["event"]["frame"] - first + 1)
+                if ref.media_kind == kind and (ref.scene or {}).get("type") == kind and ref.media_path not in seen:
+                    seen.add(ref.media_path)
+                    yield ref
 
 
 def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
