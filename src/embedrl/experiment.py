@@ -173,9 +173,10 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     """Greedy traces of a Reasoner on RL groups that EG-RL does not train on: what RL settings are tuned on.
 
     EG-RL takes its groups in the order of `egrl_dataset`, one per step; the last `n_groups` of that
-    order are held out (they must lie past `config.max_steps`; None: up to 64 of those). Per group of B pairs, each query ranks
-    the B targets and each target the B queries (Hit@1, ties against the positive), with the Reasoner's
-    greedy trace on both sides; plus the mean outcome reward, the format rate and the evidence rate.
+    order are held out (they must lie past `config.max_steps`; None: up to 64 of those). Per group of B
+    pairs, each query ranks the B targets and each target the B queries (Hit@1, ties against the positive),
+    with the Reasoner's greedy trace on both sides; plus the mean outcome reward, the format rate and the
+    evidence rate.
     `source` "teacher" or "gold" scores those traces instead (reference points; `reasoner_dir` unused).
     """
     import torch

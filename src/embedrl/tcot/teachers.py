@@ -162,13 +162,10 @@ class _Writer:
     # -- video
     def _video(self, scene: dict) -> TCoT:
         objects = scene["objects"]
-        event = scene["event"]
-        segment = scene.get("segment")
-        first, last = (segment[0], segment[1]) if segment else (1, scene["num_frames"])
-        flashing = objects[event["object"]]
-        in_view = first <= event["frame"] <= last
-        if in_view and (self.gold or sees_flash(flashing)):
-            frame = event["frame"] - first + 1
+        first, last = _side_frames(scene)
+        flashing = objects[scene["event"]["object"]]
+        frame = flash_frame(scene)
+        if frame is not None and (self.gold or sees_flash(flashing)):
             label = f"{flashing['colour']} {flashing['shape']}"
             return TCoT(
                 thinking=f"The {label} flashes white in frame {frame}.",
@@ -253,6 +250,19 @@ def side_gold_tcot(side: SideRef) -> TCoT:
     return gold_tcot(side.scene or {"type": "text"}, text=side.clean_text)
 
 
+def _side_frames(scene: dict) -> tuple[int, int]:
+    """The clip frames a video side shows (first, last; 1-based): its segment, or the whole clip."""
+    segment = scene.get("segment")
+    return (segment[0], segment[1]) if segment else (1, scene["num_frames"])
+
+
+def flash_frame(scene: dict) -> int | None:
+    """The flash's frame among a video side's frames (1-based), or None when the side does not show it."""
+    first, last = _side_frames(scene)
+    frame = scene["event"]["frame"]
+    return frame - first + 1 if first <= frame <= last else None
+
+
 def names_disambiguating_evidence(tcot: TCoT, scene: dict) -> bool:
     """Does the trace point at the fine evidence of the scene (the dot, the flash, every read cell)?"""
     kind = scene.get("type")
@@ -260,10 +270,8 @@ def names_disambiguating_evidence(tcot: TCoT, scene: dict) -> bool:
         marked = next((o for o in scene["objects"] if o["detail"] == "dot"), None)
         return marked is not None and _label(marked) in tcot.answer
     if kind == "video":
-        event, segment = scene["event"], scene.get("segment")
-        first, last = (segment[0], segment[1]) if segment else (1, scene["num_frames"])
-        in_view = first <= event["frame"] <= last
-        return not in_view or (event["frame"] - first + 1) in tcot.key_frames
+        frame = flash_frame(scene)
+        return frame is None or frame in tcot.key_frames
     if kind == "page":
         return all(str(r["quantity"]) in tcot.text_keywords for r in scene["rows"])
     return True

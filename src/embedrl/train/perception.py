@@ -44,7 +44,7 @@ from embedrl.models.reasoner import (
 )
 from embedrl.tcot import render
 from embedrl.tcot.regions import MAX_REGIONS, region_crops, region_proposals
-from embedrl.tcot.teachers import side_gold_tcot
+from embedrl.tcot.teachers import flash_frame, side_gold_tcot
 from embedrl.train.embedder import load_pairs
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,9 @@ class FlashClip:
 def flash_clips(data_root: str | Path, split: str = "train") -> Iterator[FlashClip]:
     """Each distinct video (or segment) of the split whose flash is in view."""
     for ref in _distinct_sides(data_root, split, "video"):
-        first, last = ref.scene.get("segment") or (1, ref.scene["num_frames"])
-        if first <= ref.scene["event"]["frame"] <= last:
-            yield FlashClip(ref, ref.scene["event"]["frame"] - first + 1)
+        frame = flash_frame(ref.scene)
+        if frame is not None:
+            yield FlashClip(ref, frame)
 
 
 def _distinct_sides(data_root: str | Path, split: str, kind: str) -> Iterator[SideRef]:
