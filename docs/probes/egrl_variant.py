@@ -1,0 +1,27 @@
+"""Session 14. Usage: python docs/probes/egrl_variant.py DIR NAME JSON SEED...
+Per seed of an ablation DIR: EG-RL from its cold start and Embedder with the recipe's egrl settings under the
+JSON overrides (e.g. '{"max_steps": 108}'), into DIR/seed-N/egrl-NAME; rl holdout (by modality) and marks'
+binding of it, next to the cold start's and the ablation's EG-RL. rl split only."""
+import json
+import sys
+import time
+from pathlib import Path
+
+from embedrl.config import build_config
+from embedrl.experiment import ablation_recipe, mark_binding, rl_holdout
+from embedrl.train.egrl import EGRLStageConfig, train_egrl
+
+root, name, extra = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+overrides, _ = ablation_recipe("tiny")
+for seed in map(int, sys.argv[4:]):
+    base, out = root / f"seed-{seed}", root / f"seed-{seed}" / f"egrl-{name}"
+    emb = base / "embedder" / "model"
+    cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir=str(out), **{**overrides["egrl"], **extra})
+    started = time.time()
+    train_egrl(root / "prepared", base / "sft" / "model", emb, out, cfg)
+    res = {"train_s": time.time() - started, "overrides": extra}
+    for label, model in (("sft", base / "sft" / "model"), ("egrl", base / "egrl" / "model"), (name, out / "model")):
+        res[label] = rl_holdout(root / "prepared", model, emb, cfg, n_groups=None)
+        res[label]["binding"] = mark_binding(root / "prepared", model, cfg, n_groups=None)["binding_rate"]
+        print(seed, label, json.dumps(res[label]), flush=True)
+    (out / "probe.json").write_text(json.dumps(res, indent=1))
