@@ -49,7 +49,7 @@ def test_sampled_rollouts_of_one_prompt_first_differ_at_a_choice_point(prepared_
     """With choice exploration the rollouts of one prompt are the greedy trace except where they choose:
     two rollouts agree token for token up to a region mark or a number, and differ first there."""
     from embedrl.data.sides import MediaStore
-    from embedrl.models.reasoner import Reasoner, reasoner_images
+    from embedrl.models.reasoner import Reasoner
     from embedrl.train.embedder import load_pairs
 
     reasoner = Reasoner.load(sft_reasoner.out_dir / "model", max_new_tokens=96)
@@ -62,7 +62,7 @@ def test_sampled_rollouts_of_one_prompt_first_differ_at_a_choice_point(prepared_
     torch.manual_seed(0)
     compared = differing = 0
     for ref in sides:
-        text, images = reasoner.prompt_text(ref, "target", None), reasoner_images(ref, store, reasoner.prompt)
+        text, images = reasoner.chat_input(ref, "target", store)
         batch = reasoner.processor(text=[text] * 6, images=images * 6, return_tensors="pt", padding=True)
         out = reasoner.model.generate(**batch, max_new_tokens=96, do_sample=True, temperature=2.0, top_p=None,
                                       top_k=None, pad_token_id=tokenizer.pad_token_id)

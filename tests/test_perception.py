@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -20,6 +21,7 @@ from embedrl.train.perception import (
     flash_clips,
     grounding_examples,
     single_detail,
+    track_examples,
 )
 from embedrl.train.sft import PERCEPTION_DONE, SFTStageConfig, sft_examples, train_sft
 
@@ -97,6 +99,27 @@ def test_video_grounding_examples_write_the_gold_trace_of_each_flash_clip(prepar
         grounding_examples(prepared_small, PROMPT, form="question", video=True)
 
 
+def test_track_examples_ask_which_frame_of_a_strip_flashes(prepared_small):
+    """Per clip side with its flash in view: the flashing object's strip -> its flash frame, another
+    object's strip -> "none"; each strip exactly the one the grounded prompt shows for that object."""
+    from embedrl.tcot.regions import track_strips
+
+    prompt = dataclasses.replace(PROMPT, track_size=28)
+    examples = track_examples(prepared_small, prompt, seed=0)
+    clips = list(flash_clips(prepared_small))
+    answers = [_answer(e) for e in examples]
+    assert answers.count("none") == len(clips) and len(examples) == 2 * len(clips)
+    assert {a for a in answers if a != "none"} <= {f"frame {f}" for f in range(1, 9)}
+    assert all(e["prompt"][0]["content"][-1]["text"] == "Which frame flashes?" for e in examples)
+    store = MediaStore(prepared_small)
+    clip = clips[0]
+    strip = track_strips(store.load(clip.ref), clip.ref.scene, 28)[clip.ref.scene["event"]["object"]]
+    matching = [e for e in examples if np.array_equal(np.asarray(e["images"][0]), np.asarray(strip))]
+    assert [_answer(e) for e in matching] == [f"frame {clip.frame}"]
+    with pytest.raises(ValueError, match="track"):
+        track_examples(prepared_small, PROMPT)
+
+
 def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
     examples = grounding_examples(prepared_small, PROMPT)
     images = list(detail_images(prepared_small))
@@ -138,6 +161,8 @@ def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_steps=-1)
     with pytest.raises(ValueError, match="grounding_form"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_form="caption")
+    with pytest.raises(ValueError, match="track_steps"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), track_steps=2)
 
 
 @pytest.mark.timeout(600)
@@ -219,3 +244,35 @@ def test_the_trace_form_trains_the_warm_up_and_the_copies_on_gold_traces(prepare
     meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
     assert meta["stage"]["grounding_form"] == "trace"
     assert meta["stage"]["examples"] == len(sft_examples(prepared_small, prompt=prompt)) + 2 * len(traces)
+
+
+@pytest.mark.timeout(600)
+def test_the_track_phase_runs_between_detail_and_grounding_and_old_warm_ups_stay_valid(
+        prepared_small, tiny_models, tmp_path, caplog):
+    settings = {"max_steps": 2, "perception_steps": 2, "grounding_steps": 2, "perception_dir": str(tmp_path / "base")}
+    plain_form = "question"  # the micro profile's
+    tracks = {**settings, "track_steps": 2, "reasoner_track_size": 28, "grounding_form": "trace",
+              "grounding_video": True}
+    config = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path / "a"), **tracks)
+    result = train_sft(prepared_small, tiny_models["reasoner"], tmp_path / "a", config)
+    marker = json.loads((tmp_path / "base" / "model" / PERCEPTION_DONE).read_text())
+    assert list(marker)[1:] == ["detail", "track", "grounding"]
+    prompt = config.reasoner_prompt()
+    assert marker["track"]["examples"] == len(track_examples(prepared_small, prompt)) + len(
+        detail_examples(prepared_small, prompt))  # the dot replayed
+    assert ReasonerPrompt.of_model(result.out_dir / "model").track_size == 28
+    meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
+    assert meta["stage"]["track_steps"] == 2
+    # a warm-up recorded before track strips existed (no track_steps, no track_size) is still reused by a
+    # run that does not use them, and refused by one that does
+    del marker["settings"]["track_steps"], marker["settings"]["reasoner_prompt"]["track_size"]
+    marker["settings"].update(grounding_form=plain_form, grounding_video=False)
+    (tmp_path / "base" / "model" / PERCEPTION_DONE).write_text(json.dumps(marker))
+    caplog.set_level("INFO", logger="embedrl.train.sft")
+    plain = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path / "b"), **settings)
+    assert plain.grounding_form == plain_form
+    train_sft(prepared_small, tiny_models["reasoner"], tmp_path / "b", plain)
+    assert any("reusing" in r.getMessage() for r in caplog.records)
+    again = build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path / "c"), **tracks)
+    with pytest.raises(ValueError, match="other settings"):
+        train_sft(prepared_small, tiny_models["reasoner"], tmp_path / "c", again)

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from embedrl.data.sides import MediaStore
-from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages
-from embedrl.tcot.regions import region_proposals
+from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_input, reasoner_messages
+from embedrl.tcot.regions import region_proposals, track_strips
 from embedrl.tcot.teachers import gold_tcot, oracle_tcot
 from embedrl.train.embedder import load_pairs
 
@@ -78,9 +78,8 @@ def test_grounded_prompt_images_match_its_image_placeholders(prepared_small, tin
     store = MediaStore(prepared_small)
     prompt = ReasonerPrompt(grounded=True, image_size=112)
     for role, side in zip(("query", "target") * 10, _sides(prepared_small, subset), strict=False):
-        images = reasoner_images(side, store, prompt)
-        frames = len(images) if side.media_kind == "video" else None
-        messages = reasoner_messages(side, role, prompt, num_frames=frames)
+        messages, images = reasoner_input(side, role, store, prompt)
+        frames = store.num_frames(side)
         text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert text.count("<|vision_start|>") == len(images)
         batch = processor(text=[text], images=images or None, return_tensors="pt")
@@ -99,6 +98,63 @@ def test_reasoner_prompt_round_trips_and_rejects_unknown_styles(tmp_path):
     assert ReasonerPrompt.of_model(tmp_path / "missing") == ReasonerPrompt()
     with pytest.raises(ValueError, match="style"):
         ReasonerPrompt(style="verbose")
+    with pytest.raises(ValueError, match="track_size"):
+        ReasonerPrompt(grounded=True, track_size=-1)
+
+
+@pytest.mark.parametrize("subset", ["T2V-Flash", "Moment-Flash"])
+def test_track_strips_show_each_object_in_every_frame_and_the_flash_in_one_cell(prepared_small, subset):
+    """One strip per object, one cell per frame of the side (a segment's 2, a clip's 8); the flashing
+    object's cell at the flash frame is the one nearly-white cell of the side: the object drawn white."""
+    import numpy as np
+
+    from embedrl.tcot.teachers import flash_frame
+
+    store = MediaStore(prepared_small)
+    checked = 0
+    for side in _sides(prepared_small, subset):
+        if side.media_kind != "video":
+            continue
+        frames = store.load(side)
+        strips = track_strips(frames, side.scene, 28)
+        assert len(strips) == len(side.scene["objects"])
+        assert all(strip.size == (28 * len(frames), 28) for strip in strips)
+        cells = np.stack([np.asarray(strip, dtype=float).reshape(28, len(frames), 28, 3).swapaxes(0, 1)
+                          for strip in strips])  # [object, frame, y, x, rgb]
+        saturation = (cells.max(-1) - cells.min(-1)).mean(axis=(2, 3))  # a white object on a grey canvas: ~0
+        frame = flash_frame(side.scene)
+        if frame is None:
+            assert saturation.min() > 20
+            continue
+        flashing = side.scene["event"]["object"]
+        assert np.unravel_index(saturation.argmin(), saturation.shape) == (flashing, frame - 1)
+        assert np.sort(saturation.ravel())[1] > 2 * saturation.min()
+        checked += 1
+    assert checked
+
+
+def test_track_strips_follow_the_object_list_in_a_grounded_clip_prompt(prepared_small, tiny_models):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_models["reasoner"])
+    store = MediaStore(prepared_small)
+    prompt = ReasonerPrompt(grounded=True, image_size=112, track_size=28)
+    sides = [s for s in _sides(prepared_small, "Moment-Flash") + _sides(prepared_small, "T2V-Flash") if s.media_path]
+    for side in sides:
+        frames = store.load(side)
+        images = reasoner_images(side, store, prompt)
+        assert len(images) == len(frames) + len(side.scene["objects"])
+        assert [i.size for i in images[len(frames):]] == [(28 * len(frames), 28)] * len(side.scene["objects"])
+        messages, prompt_images = reasoner_input(side, "query", store, prompt)
+        assert [i.size for i in prompt_images] == [i.size for i in images]
+        content = messages[0]["content"]
+        lines = [i for i, part in enumerate(content) if part["type"] == "text" and part["text"].startswith("\n1. ")]
+        assert content[lines[0] + 1] == {"type": "image"}  # the first object's strip right after its line
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        batch = processor(text=[text], images=images, return_tensors="pt")
+        assert batch["image_grid_thw"].shape[0] == len(images)
+        # without track strips (the default, and every Reasoner saved before the setting) only the frames
+        assert len(reasoner_images(side, store, ReasonerPrompt(grounded=True))) == len(frames)
 
 
 def test_sft_saves_the_prompt_the_reasoner_was_trained_with(sft_reasoner):

@@ -18,7 +18,15 @@ from PIL import Image
 
 from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.embedder import resize_square
-from embedrl.tcot.regions import Region, region_crops, region_proposals, resolve_marks, text_regions, to_marks
+from embedrl.tcot.regions import (
+    Region,
+    region_crops,
+    region_proposals,
+    resolve_marks,
+    text_regions,
+    to_marks,
+    track_strips,
+)
 
 SHORT_INSTRUCTIONS = {
     "query": "Write the T-CoT of this query.",
@@ -38,7 +46,9 @@ class ReasonerPrompt:
     crop of `region_size` px; the Reasoner then writes marks (`#k`) for regions, resolved into the
     region's words and box before anything reads its T-CoT (`Reasoner.resolve`); with `back_references`
     it writes each repeat of its first mark as `#=` (one region choice per trace, embedrl.tcot.regions);
-    with `text_regions` a text side's keywords are listed and marked too.
+    with `text_regions` a text side's keywords are listed and marked too. With `track_size` > 0 each object of
+    a grounded clip also comes with its track strip (embedrl.tcot.regions.track_strips: its crop in every
+    frame, `track_size` px each), as each image region comes with its crop.
     The Reasoner sees sharper media than the Embedder: it must find the fine evidence.
     """
 
@@ -50,10 +60,13 @@ class ReasonerPrompt:
     region_boxes: bool = True
     back_references: bool = False
     text_regions: bool = False
+    track_size: int = 0
 
     def __post_init__(self) -> None:
         if self.style not in ("short", "full"):
             raise ValueError(f"ReasonerPrompt.style={self.style!r}: expected 'short' or 'full'")
+        if self.track_size < 0:
+            raise ValueError(f"ReasonerPrompt.track_size={self.track_size}: expected >= 0 (0 = no track strips)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -93,6 +106,11 @@ def _has_region_crops(ref: SideRef) -> bool:
     return ref.media_kind == "image" and (ref.scene or {}).get("type") in ("image", "crop")
 
 
+def _has_track_strips(ref: SideRef, prompt: ReasonerPrompt) -> bool:
+    return (prompt.grounded and prompt.track_size > 0 and ref.media_kind == "video"
+            and (ref.scene or {}).get("type") == "video")
+
+
 def reasoner_messages(ref: SideRef, role: str, prompt: ReasonerPrompt | None = None, *,
                       num_frames: int | None = None) -> list[dict]:
     """The chat prompt (trl / HF conversational format) for one side."""
@@ -116,24 +134,36 @@ def reasoner_messages(ref: SideRef, role: str, prompt: ReasonerPrompt | None = N
 
 def _region_parts(ref: SideRef, prompt: ReasonerPrompt) -> list[dict]:
     regions = side_regions(ref, prompt)
-    with_crop = _has_region_crops(ref)
+    with_crop, with_track = _has_region_crops(ref), _has_track_strips(ref, prompt)
     parts: list[dict] = []
     for index, region in enumerate(regions, 1):
         parts.append({"type": "text", "text": "\n" + region.line(index, with_box=prompt.region_boxes)})
-        if with_crop and region.box_2d is not None:
+        if (with_crop and region.box_2d is not None) or with_track:
             parts.append({"type": "image"})
     return parts
 
 
 def reasoner_images(ref: SideRef, store: MediaStore, prompt: ReasonerPrompt | None = None) -> list[Image.Image]:
-    """The images of the prompt, in order: the media, then one crop per boxed region (grounded images)."""
+    """The images of the prompt, in order: the media, then one crop per boxed region (grounded images) or one
+    track strip per object (grounded clips with `track_size`)."""
     prompt = prompt or ReasonerPrompt()
     media = store.load(ref)
     size = prompt.frame_size if ref.media_kind == "video" else prompt.image_size
     images = [resize_square(m, size) for m in media]
     if media and _has_region_crops(ref):
         images += region_crops(media[0], side_regions(ref, prompt), prompt.region_size)
+    if media and _has_track_strips(ref, prompt):
+        images += track_strips(media, ref.scene, prompt.track_size)
     return images
+
+
+def reasoner_input(ref: SideRef, role: str, store: MediaStore,
+                   prompt: ReasonerPrompt | None = None) -> tuple[list[dict], list[Image.Image]]:
+    """The chat prompt of one side and its images, placeholders and images in the same order (a clip's
+    frames counted apart from its track strips)."""
+    prompt = prompt or ReasonerPrompt()
+    images = reasoner_images(ref, store, prompt)
+    return reasoner_messages(ref, role, prompt, num_frames=store.num_frames(ref)), images
 
 
 class Reasoner:
@@ -159,9 +189,10 @@ class Reasoner:
         reasoner.source_dir = Path(model_dir)  # names its trace cache (embedrl.eval.cache)
         return reasoner
 
-    def prompt_text(self, ref: SideRef, role: str, num_frames: int | None) -> str:
-        messages = reasoner_messages(ref, role, self.prompt, num_frames=num_frames)
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def chat_input(self, ref: SideRef, role: str, store: MediaStore) -> tuple[str, list[Image.Image]]:
+        """The templated prompt text of one side and its images."""
+        messages, images = reasoner_input(ref, role, store, self.prompt)
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), images
 
     @torch.no_grad()
     def generate(self, refs: Sequence[SideRef], roles: Sequence[str], store: MediaStore, *,
@@ -173,8 +204,8 @@ class Reasoner:
             chunk = list(zip(refs[start:start + batch_size], roles[start:start + batch_size], strict=True))
             texts, images = [], []
             for ref, role in chunk:
-                media = reasoner_images(ref, store, self.prompt)
-                texts.append(self.prompt_text(ref, role, len(media) if ref.media_kind == "video" else None))
+                text, media = self.chat_input(ref, role, store)
+                texts.append(text)
                 images.extend(media)
             batch = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
             batch = batch.to(self.model.device)

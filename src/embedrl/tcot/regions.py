@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from embedrl.tcot.evidence import crops_from_boxes
-from embedrl.tcot.teachers import text_keywords
+from embedrl.tcot.teachers import side_frames, text_keywords
 
 MAX_REGIONS = 8
 
@@ -109,6 +109,25 @@ def region_crops(image: Image.Image, regions: list[Region], size: int) -> list[I
         found = crops_from_boxes(image, _padded(region.box_2d), min_size=1, max_aspect=100.0)
         crops.append(found[0].resize((size, size), Image.BICUBIC) if found else image.resize((size, size)))
     return crops
+
+
+def track_strips(frames: list[Image.Image], scene: dict, size: int) -> list[Image.Image]:
+    """Per object of a clip side (a tracker's output), its crop in each of the side's frames, `size` px
+    each, side by side in frame order: one strip image per object, in region order. A flash, the object
+    drawn white for one frame, is one cell of the strip that differs from the rest."""
+    first, _ = side_frames(scene)
+    width, height = scene["width"], scene["height"]
+    strips = []
+    for obj in scene["objects"][:MAX_REGIONS]:
+        strip = Image.new("RGB", (size * len(frames), size))
+        for index, frame in enumerate(frames):
+            x1, y1, x2, y2 = obj["boxes"][first - 1 + index]
+            box = (round(x1 * 1000 / width), round(y1 * 1000 / height),
+                   round(x2 * 1000 / width), round(y2 * 1000 / height))
+            found = crops_from_boxes(frame, _padded(box), min_size=1, max_aspect=100.0)
+            strip.paste((found[0] if found else frame).resize((size, size), Image.BICUBIC), (index * size, 0))
+        strips.append(strip)
+    return strips
 
 
 def _padded(box: tuple[int, int, int, int], share: float = 0.15) -> list[int]:

@@ -162,7 +162,7 @@ class _Writer:
     # -- video
     def _video(self, scene: dict) -> TCoT:
         objects = scene["objects"]
-        first, last = _side_frames(scene)
+        first, last = side_frames(scene)
         flashing = objects[scene["event"]["object"]]
         frame = flash_frame(scene)
         if frame is not None and (self.gold or sees_flash(flashing)):
@@ -250,7 +250,7 @@ def side_gold_tcot(side: SideRef) -> TCoT:
     return gold_tcot(side.scene or {"type": "text"}, text=side.clean_text)
 
 
-def _side_frames(scene: dict) -> tuple[int, int]:
+def side_frames(scene: dict) -> tuple[int, int]:
     """The clip frames a video side shows (first, last; 1-based): its segment, or the whole clip."""
     segment = scene.get("segment")
     return (segment[0], segment[1]) if segment else (1, scene["num_frames"])
@@ -258,7 +258,7 @@ def _side_frames(scene: dict) -> tuple[int, int]:
 
 def flash_frame(scene: dict) -> int | None:
     """The flash's frame among a video side's frames (1-based), or None when the side does not show it."""
-    first, last = _side_frames(scene)
+    first, last = side_frames(scene)
     frame = scene["event"]["frame"]
     return frame - first + 1 if first <= frame <= last else None
 

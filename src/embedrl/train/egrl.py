@@ -28,7 +28,7 @@ import trl
 from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.embedder import Embedder, EmbedderInputs, load_embedder
 from embedrl.models.prefix_cache import embed_sides
-from embedrl.models.reasoner import ReasonerPrompt, reasoner_images, reasoner_messages, resolve_completion
+from embedrl.models.reasoner import ReasonerPrompt, reasoner_input, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import build_side, load_pairs
@@ -103,10 +103,8 @@ def egrl_dataset(data_root, *, pairs_per_step: int, prompt: ReasonerPrompt, seed
     for g in order:
         for i, pair in enumerate(full[g]):
             for role, ref in (("query", pair.query), ("target", pair.positive)):
-                images = reasoner_images(ref, store, prompt)
-                frames = len(images) if ref.media_kind == "video" else None
-                rows.append({"prompt": reasoner_messages(ref, role, prompt, num_frames=frames),
-                             "images": images, "side": len(sides), "pair_index": i, "role": role})
+                messages, images = reasoner_input(ref, role, store, prompt)
+                rows.append({"prompt": messages, "images": images, "side": len(sides), "pair_index": i, "role": role})
                 sides.append(ref)
     return rows, sides
 

@@ -22,6 +22,12 @@ annotations (objects with boxes and a `detail`, e.g. MiniMMEB's dot), never from
   canvas, i.e. an object that vanishes for one frame: it shows only against the other frames, so no
   one-frame question can teach it (measured: "Does it show a flash?" on single frames stayed at chance
   for 400 steps; docs/STATUS.md, issue 3, session 13).
+- track: one object's track strip alone (its crop in every frame of a clip side, `ReasonerPrompt.track_size`),
+  "Which frame flashes?" -> "frame F" for the flashing object, "none" for another object of the same side.
+  In a strip the flash is one cell unlike the others, where in a whole 56 px frame it is a few pixels.
+  Trained after the detail phase for `SFTStageConfig.track_steps` steps, with the detail examples
+  replayed (alone, 1200 strip steps erased the dot: first marks on the dotted region 92% -> 20%), so that
+  the clips' grounding examples can point at the object whose strip flashes.
 
 Images whose scene does not have exactly one object with the detail give no example (counted, logged).
 """
@@ -39,11 +45,12 @@ from embedrl.models.reasoner import (
     ReasonerPrompt,
     completion_for,
     reasoner_images,
+    reasoner_input,
     reasoner_messages,
     side_regions,
 )
 from embedrl.tcot import render
-from embedrl.tcot.regions import MAX_REGIONS, region_crops, region_proposals
+from embedrl.tcot.regions import MAX_REGIONS, region_crops, region_proposals, track_strips
 from embedrl.tcot.teachers import flash_frame, side_gold_tcot
 from embedrl.train.embedder import load_pairs
 
@@ -51,6 +58,8 @@ log = logging.getLogger(__name__)
 
 DETAIL_QUESTION = "Does it carry a {detail}?"
 GROUNDING_QUESTION = "Which region carries the {detail}?"
+TRACK_QUESTION = "Which frame flashes?"
+NO_FLASH = "none"
 GROUNDING_FORMS = ("question", "trace")
 
 
@@ -130,6 +139,28 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
     return examples
 
 
+def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
+                   split: str = "train") -> list[dict]:
+    """Per clip side with its flash in view: the flashing object's track strip -> "frame F", and another
+    object's strip of the same side -> "none"; shuffled."""
+    if prompt.track_size <= 0:
+        raise ValueError("track examples need track strips in the prompt (sft.reasoner_track_size > 0)")
+    store = MediaStore(data_root)
+    rng = random.Random(seed)
+    examples = []
+    for clip in flash_clips(data_root, split):
+        strips = track_strips(store.load(clip.ref), clip.ref.scene, prompt.track_size)
+        flashing = clip.ref.scene["event"]["object"]
+        if flashing >= len(strips):
+            continue
+        examples.append(_example([{"type": "image"}], TRACK_QUESTION, f"frame {clip.frame}", [strips[flashing]]))
+        others = [strip for index, strip in enumerate(strips) if index != flashing]
+        if others:
+            examples.append(_example([{"type": "image"}], TRACK_QUESTION, NO_FLASH, [rng.choice(others)]))
+    rng.shuffle(examples)
+    return examples
+
+
 def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: str = "train",
                        form: str = "question", video: bool = False) -> list[dict]:
     """Which region carries the detail, per detailed image of the split: the grounding question -> "#k"
@@ -156,11 +187,11 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
         examples.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
                          "images": reasoner_images(image.ref, store, prompt)})
     for clip in flash_clips(data_root, split) if video else ():
-        frames = reasoner_images(clip.ref, store, prompt)
-        examples.append({"prompt": reasoner_messages(clip.ref, "query", prompt, num_frames=len(frames)),
+        messages, images = reasoner_input(clip.ref, "query", store, prompt)
+        examples.append({"prompt": messages,
                          "completion": [{"role": "assistant", "content": completion_for(
                              clip.ref, render(side_gold_tcot(clip.ref)), prompt)}],
-                         "images": frames})
+                         "images": images})
     return examples
 
 

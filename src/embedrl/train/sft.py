@@ -17,10 +17,10 @@ from pathlib import Path
 import trl
 
 from embedrl.data.sides import MediaStore
-from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_images, reasoner_messages
+from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_input
 from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import load_pairs
-from embedrl.train.perception import GROUNDING_FORMS, detail_examples, grounding_examples
+from embedrl.train.perception import GROUNDING_FORMS, detail_examples, grounding_examples, track_examples
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class SFTStageConfig(trl.SFTConfig):
     prompt_style: str = field(default="short", metadata={"help": "short (tiny models) or full (paper-scale prompts)"})
     reasoner_image_size: int = field(default=224, metadata={"help": "pixels of an image the Reasoner sees"})
     reasoner_frame_size: int = field(default=56, metadata={"help": "pixels of each video frame the Reasoner sees"})
+    reasoner_track_size: int = field(default=0, metadata={
+        "help": "a grounded clip prompt shows each object's track strip (its crop in every frame) at this many px "
+                "per frame (embedrl.tcot.regions.track_strips); 0 = none"})
     grounded: bool = field(default=False, metadata={
         "help": "list the input's region proposals in the prompt (embedrl.tcot.regions); saved with the model"})
     region_size: int = field(default=56, metadata={"help": "pixels of each region crop of a grounded prompt"})
@@ -46,6 +49,9 @@ class SFTStageConfig(trl.SFTConfig):
     perception_steps: int = field(default=0, metadata={
         "help": "steps of the one-crop perception warm-up before the cold start (embedrl.train.perception); "
                 "0 = none: a pretrained Reasoner already sees"})
+    track_steps: int = field(default=0, metadata={
+        "help": "steps on the track-strip question (which frame flashes?) after the one-crop warm-up "
+                "(embedrl.train.perception); needs sft.reasoner_track_size > 0"})
     grounding_steps: int = field(default=0, metadata={
         "help": "steps on the grounding examples alone (sft.grounding_form), after the perception warm-up and "
                 "before the cold start"})
@@ -72,14 +78,17 @@ class SFTStageConfig(trl.SFTConfig):
         self.remove_unused_columns = False  # the images column feeds the collator
         self.logging_nan_inf_filter = False  # a NaN loss must stop the stage, not be averaged away
         self.reasoner_prompt()  # validates the prompt settings
-        counts = {"perception_steps": self.perception_steps, "grounding_steps": self.grounding_steps,
-                  "grounding_copies": self.grounding_copies}
+        counts = {"perception_steps": self.perception_steps, "track_steps": self.track_steps,
+                  "grounding_steps": self.grounding_steps, "grounding_copies": self.grounding_copies}
         if min(counts.values()) < 0:
             raise ValueError(f"sft: {counts}: each must be >= 0")
         if self.grounding_form not in GROUNDING_FORMS:
             raise ValueError(f"sft.grounding_form={self.grounding_form!r}: expected one of {GROUNDING_FORMS}")
         if self.grounding_video and self.grounding_form != "trace":
             raise ValueError("sft.grounding_video needs sft.grounding_form: trace (its examples are gold traces)")
+        if self.track_steps and not (self.grounded and self.reasoner_track_size > 0):
+            raise ValueError("sft.track_steps needs sft.grounded: true and sft.reasoner_track_size > 0 "
+                             "(its examples are the prompt's track strips)")
         if (self.grounding_steps or self.grounding_copies) and not self.grounded:
             raise ValueError("sft.grounding_steps and sft.grounding_copies need sft.grounded: true "
                              "(the answer is a region mark)")
@@ -89,7 +98,7 @@ class SFTStageConfig(trl.SFTConfig):
     def reasoner_prompt(self) -> ReasonerPrompt:
         return ReasonerPrompt(self.prompt_style, self.reasoner_image_size, self.reasoner_frame_size,
                               self.grounded, self.region_size, self.region_boxes, self.back_references,
-                              self.text_regions)
+                              self.text_regions, self.reasoner_track_size)
 
 
 def sft_examples(data_root: str | Path, split: str = "train", *, prompt: ReasonerPrompt | None = None) -> list[dict]:
@@ -102,10 +111,9 @@ def sft_examples(data_root: str | Path, split: str = "train", *, prompt: Reasone
             for ref, role, tcot in ((pair.query, "query", pair.query_tcot), (pair.positive, "target", pair.positive_tcot)):
                 if not tcot:
                     continue
-                images = reasoner_images(ref, store, prompt)
-                frames = len(images) if ref.media_kind == "video" else None
+                messages, images = reasoner_input(ref, role, store, prompt)
                 examples.append({
-                    "prompt": reasoner_messages(ref, role, prompt, num_frames=frames),
+                    "prompt": messages,
                     "completion": [{"role": "assistant", "content": completion_for(ref, tcot, prompt)}],
                     "images": images,
                 })
@@ -129,7 +137,7 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
         torch.set_num_threads(config.num_threads)
     prompt = config.reasoner_prompt()
     model, processor = load_model(model_dir)
-    if config.perception_steps or config.grounding_steps:
+    if config.perception_steps or config.track_steps or config.grounding_steps:
         warmup_dir = Path(config.perception_dir) if config.perception_dir else Path(out_dir) / "perception"
         model = _perception_warmup(model, processor, data_root, warmup_dir, config)
     examples = sft_examples(data_root, prompt=prompt)
@@ -160,17 +168,19 @@ def _train(model, processor, examples: list[dict], config: SFTStageConfig, out_d
 
 def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTStageConfig):
     """The perception curriculum before the cold start: the one-crop detail question for
-    `perception_steps`, then the grounding examples alone for `grounding_steps`; kept in out_dir/model."""
+    `perception_steps`, the track-strip question for `track_steps`, then the grounding examples alone for
+    `grounding_steps`; kept in out_dir/model."""
     from embedrl.models.factory import load_model
 
     done = out_dir / "model"
     prompt = config.reasoner_prompt()
     roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
-    settings = {"perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
+    settings = {"perception_steps": config.perception_steps, "track_steps": config.track_steps,
+                "grounding_steps": config.grounding_steps,
                 "grounding_form": config.grounding_form, "grounding_video": config.grounding_video,
                 "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
     if (done / PERCEPTION_DONE).exists():  # shared by another run, or a rerun after a kill in the cold start
-        kept = json.loads((done / PERCEPTION_DONE).read_text()).get("settings")
+        kept = _with_defaults(json.loads((done / PERCEPTION_DONE).read_text()).get("settings") or {})
         if kept != settings:
             raise ValueError(f"sft.perception_dir {out_dir} holds a warm-up with other settings ({kept}) than "
                              f"this run's ({settings}): name another directory")
@@ -184,13 +194,16 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
 
     phases = [("detail", config.perception_steps,
                lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
+              ("track", config.track_steps,  # with the detail examples replayed: alone, it erased the dot
+               lambda: pooled(lambda root, i: track_examples(root, prompt, seed=config.seed + i)
+                              + detail_examples(root, prompt, seed=config.seed + i))),
               ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: _grounding(root, prompt, config)))]
     record: dict = {"settings": settings}
     for name, steps, build in phases:
         if not steps:
             continue
         examples = build()
-        phase = dataclasses.replace(config, max_steps=steps, perception_steps=0, grounding_steps=0,
+        phase = dataclasses.replace(config, max_steps=steps, perception_steps=0, track_steps=0, grounding_steps=0,
                                     grounding_copies=0)
         trainer = _train(model, processor, examples, phase, out_dir / name, f"perception_{name}")
         model = trainer.model
@@ -204,6 +217,12 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     return model
 
 
+def _with_defaults(settings: dict) -> dict:
+    """A warm-up record's settings with the defaults of fields added since it was written."""
+    return {"track_steps": 0, **settings,
+            "reasoner_prompt": ReasonerPrompt.from_dict(settings.get("reasoner_prompt")).to_dict()}
+
+
 def _grounding(data_root, prompt: ReasonerPrompt, config: SFTStageConfig) -> list[dict]:
     return grounding_examples(data_root, prompt, form=config.grounding_form, video=config.grounding_video)
 
@@ -213,7 +232,8 @@ def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: i
     meta = json.loads(base.read_text()) if base.exists() else {}
     meta["role"] = "reasoner"
     meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples,
-                     "perception_steps": config.perception_steps, "grounding_steps": config.grounding_steps,
+                     "perception_steps": config.perception_steps, "track_steps": config.track_steps,
+                     "grounding_steps": config.grounding_steps,
                      "grounding_copies": config.grounding_copies, "grounding_form": config.grounding_form,
                      "grounding_video": config.grounding_video}
     meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
