@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import holdout
+
 from embedrl.config import build_config
-from embedrl.experiment import ablation_recipe, mark_binding, rl_holdout
+from embedrl.experiment import ablation_recipe
 from embedrl.train.egrl import EGRLStageConfig, train_egrl
 from embedrl.train.sft import SFTStageConfig, train_sft
 
@@ -42,10 +44,7 @@ cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir=str(ou
 
 
 def score(models: dict) -> None:
-    for name, model in models.items():
-        res[name] = rl_holdout(prepared, model, emb, cfg, n_groups=None)
-        res[name]["binding"] = mark_binding(prepared, model, cfg, n_groups=None)["binding_rate"]
-        print(seed, name, json.dumps(res[name]), flush=True)
+    holdout.score(res, seed, models, prepared, emb, cfg)
 
 
 score({"sft56": base / "sft" / "model", f"sft{size}": out / "sft" / "model"})
