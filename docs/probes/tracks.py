@@ -1,11 +1,15 @@
-"""Session 15. Usage: python docs/probes/tracks.py DIR SEED TRACK_SIZE TRACK_STEPS [egrl]
+"""Session 15. Usage: [GROUNDING=N] python docs/probes/tracks.py DIR SEED TRACK_SIZE TRACK_STEPS [egrl]
 A cold start of seed SEED of an ablation DIR whose Reasoner's clip prompts carry each object's track strip
 (`sft.reasoner_track_size`), with the clips' gold traces among the grounding examples (`sft.grounding_video`).
 Its warm-up continues DIR's one-crop detail phase (perception-base/detail, step 600: the recipe's first phase,
-which the strips do not change) with TRACK_STEPS steps of the strip question and then the recipe's grounding
-phase, in DIR/perception-base-tracksN. Prints video_diag-style rates on the rl video sides and the rl holdout
-against the ablation's SFT (and EG-RL with `egrl`). rl split only."""
+which the strips do not change) with TRACK_STEPS steps of the strip question (the dot replayed) and the
+grounding phase: the recipe's steps, or N with GROUNDING=N (then the strip phase is copied from the run without
+GROUNDING when it exists). Warm-up in DIR/perception-base-tracksSIZE-STEPS[-gN]. Prints the rl holdout and
+binding against the ablation's cold start (and EG-RL with `egrl`); video_diag.py gives the object and frame
+rates. rl split only."""
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,9 +25,15 @@ from embedrl.train.sft import PERCEPTION_DONE, SFTStageConfig, _perception_warmu
 root, seed, size, track_steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 with_egrl = "egrl" in sys.argv[5:]
 prepared, base = root / "prepared", root / f"seed-{seed}"
-warmup = root / f"perception-base-tracks{size}-{track_steps}"
-out = root / f"probe-tracks{size}-{track_steps}" / f"seed-{seed}"
+grounding = int(os.environ.get("GROUNDING", "0"))
+tag = f"tracks{size}-{track_steps}" + (f"-g{grounding}" if grounding else "")
+warmup, first_warmup = root / f"perception-base-{tag}", root / f"perception-base-tracks{size}-{track_steps}"
+out = root / f"probe-{tag}" / f"seed-{seed}"
 overrides, pseeds = ablation_recipe("tiny")
+if grounding:
+    overrides["sft"] = {**overrides["sft"], "grounding_steps": grounding}
+    if (first_warmup / "track").exists() and not (warmup / "track").exists():
+        shutil.copytree(first_warmup / "track", warmup / "track")  # resumed from its last checkpoint
 sft = {**overrides["sft"], "reasoner_track_size": size, "track_steps": track_steps, "grounding_video": True,
        "perception_dir": str(warmup),
        "perception_data": ",".join(str(root / "perception-data" / f"seed-{s}") for s in pseeds)}
@@ -47,7 +57,8 @@ if not (out / "sft" / "model" / "embedrl.json").exists():
 res["sft_s"] = time.time() - t0
 print("timings", res, flush=True)
 emb = base / "embedder" / "model"
-cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir=str(out / "egrl"), **overrides["egrl"])
+cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir=str(out / "egrl"),
+                   **overrides["egrl"])
 
 
 def score(models: dict) -> None:
