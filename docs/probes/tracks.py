@@ -3,7 +3,7 @@ A cold start of seed SEED of an ablation DIR whose Reasoner's clip prompts carry
 (`sft.reasoner_track_size`), with the clips' gold traces among the grounding examples (`sft.grounding_video`).
 Its warm-up continues DIR's one-crop detail phase (perception-base/detail, step 600: the recipe's first phase,
 which the strips do not change) with TRACK_STEPS steps of the strip question (the dot replayed) and the
-grounding phase: the recipe's steps, or N with GROUNDING=N (then the strip phase is copied from the run without
+grounding phase: the recipe's steps, or N with GROUNDING=N (the strip phase then copied from the run without
 GROUNDING when it exists). Warm-up in DIR/perception-base-tracksSIZE-STEPS[-gN]. Prints the rl holdout and
 binding against the ablation's cold start (and EG-RL with `egrl`); video_diag.py gives the object and frame
 rates. rl split only."""
