@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image
 
+from embedrl.data.minimmeb.scenes import to_relative
 from embedrl.tcot.evidence import crops_from_boxes
 from embedrl.tcot.teachers import side_frames, text_keywords
 
@@ -121,16 +123,14 @@ def track_strips(frames: list[Image.Image], scene: dict, size: int) -> list[Imag
     for obj in scene["objects"][:MAX_REGIONS]:
         strip = Image.new("RGB", (size * len(frames), size))
         for index, frame in enumerate(frames):
-            x1, y1, x2, y2 = obj["boxes"][first - 1 + index]
-            box = (round(x1 * 1000 / width), round(y1 * 1000 / height),
-                   round(x2 * 1000 / width), round(y2 * 1000 / height))
+            box = to_relative(obj["boxes"][first - 1 + index], width, height)
             found = crops_from_boxes(frame, _padded(box), min_size=1, max_aspect=100.0)
             strip.paste((found[0] if found else frame).resize((size, size), Image.BICUBIC), (index * size, 0))
         strips.append(strip)
     return strips
 
 
-def _padded(box: tuple[int, int, int, int], share: float = 0.15) -> list[int]:
+def _padded(box: Sequence[int], share: float = 0.15) -> list[int]:
     x1, y1, x2, y2 = box
     px, py = round((x2 - x1) * share), round((y2 - y1) * share)
     return [max(0, x1 - px), max(0, y1 - py), min(1000, x2 + px), min(1000, y2 + py)]

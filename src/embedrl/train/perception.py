@@ -44,9 +44,7 @@ from embedrl.data.sides import MediaStore, SideRef
 from embedrl.models.reasoner import (
     ReasonerPrompt,
     completion_for,
-    reasoner_images,
     reasoner_input,
-    reasoner_messages,
     side_regions,
 )
 from embedrl.tcot import render
@@ -177,7 +175,7 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
     store = MediaStore(data_root)
     examples = []
     for image in detail_images(data_root, split):
-        messages = reasoner_messages(image.ref, "query", prompt)
+        messages, images = reasoner_input(image.ref, "query", store, prompt)
         if form == "trace":
             answer = completion_for(image.ref, render(side_gold_tcot(image.ref)), prompt)
         else:
@@ -185,7 +183,7 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
             content[-1] = {"type": "text", "text": "\n" + GROUNDING_QUESTION.format(detail=image.detail)}
             messages, answer = [{"role": "user", "content": content}], f"#{image.mark}"
         examples.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
-                         "images": reasoner_images(image.ref, store, prompt)})
+                         "images": images})
     for clip in flash_clips(data_root, split) if video else ():
         messages, images = reasoner_input(clip.ref, "query", store, prompt)
         examples.append({"prompt": messages,
