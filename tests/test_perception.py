@@ -120,6 +120,37 @@ def test_track_examples_ask_which_frame_of_a_strip_flashes(prepared_small):
         track_examples(prepared_small, PROMPT)
 
 
+def test_track_examples_in_prompt_form_ask_which_frame_a_mark_flashes_in(prepared_small):
+    """Form "prompt": the clip's own grounded prompt (frames, region lines, every strip, in that order), asked
+    about the flashing object's mark -> its flash frame, and about another object's mark -> "none"."""
+    import re
+
+    from embedrl.models.reasoner import reasoner_input
+
+    prompt = dataclasses.replace(PROMPT, track_size=28)
+    examples = track_examples(prepared_small, prompt, seed=0, form="prompt")
+    clips = list(flash_clips(prepared_small))
+    assert len(examples) == 2 * len(clips)
+    store = MediaStore(prepared_small)
+    by_question = {}
+    for clip in clips:
+        messages, images = reasoner_input(clip.ref, "query", store, prompt)
+        n_objects = len(clip.ref.scene["objects"])
+        for example in examples:
+            if len(example["images"]) == len(images) and all(
+                    np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(example["images"], images, strict=True)):
+                question = example["prompt"][-1]["content"][-1]["text"]
+                mark = int(re.fullmatch(r"\nWhich frame does #(\d+) flash in\?", question).group(1))
+                assert 1 <= mark <= n_objects
+                assert example["prompt"][-1]["content"][:-1] == messages[-1]["content"][:-1]
+                by_question[(clip.ref.media_path, mark)] = _answer(example)
+        flashing = clip.ref.scene["event"]["object"] + 1
+        assert by_question[(clip.ref.media_path, flashing)] == f"frame {clip.frame}"
+        assert [a for (path, m), a in by_question.items() if path == clip.ref.media_path and m != flashing] == ["none"]
+    with pytest.raises(ValueError, match="track form"):
+        track_examples(prepared_small, prompt, form="caption")
+
+
 def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
     examples = grounding_examples(prepared_small, PROMPT)
     images = list(detail_images(prepared_small))
@@ -163,6 +194,8 @@ def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_form="caption")
     with pytest.raises(ValueError, match="track_steps"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), track_steps=2)
+    with pytest.raises(ValueError, match="track_form"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), track_form="caption")
 
 
 @pytest.mark.timeout(600)
@@ -262,10 +295,11 @@ def test_the_track_phase_runs_between_detail_and_grounding_and_old_warm_ups_stay
         detail_examples(prepared_small, prompt))  # the dot replayed
     assert ReasonerPrompt.of_model(result.out_dir / "model").track_size == 28
     meta = json.loads((result.out_dir / "model" / "embedrl.json").read_text())
-    assert meta["stage"]["track_steps"] == 2
+    assert meta["stage"]["track_steps"] == 2 and meta["stage"]["track_form"] == "strip"
     # a warm-up recorded before track strips existed (no track_steps, no track_size) is still reused by a
     # run that does not use them, and refused by one that does
-    del marker["settings"]["track_steps"], marker["settings"]["reasoner_prompt"]["track_size"]
+    del marker["settings"]["track_steps"], marker["settings"]["track_form"]
+    del marker["settings"]["reasoner_prompt"]["track_size"]
     marker["settings"].update(grounding_form=plain_form, grounding_video=False)
     (tmp_path / "base" / "model" / PERCEPTION_DONE).write_text(json.dumps(marker))
     caplog.set_level("INFO", logger="embedrl.train.sft")

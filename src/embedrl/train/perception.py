@@ -27,7 +27,10 @@ annotations (objects with boxes and a `detail`, e.g. MiniMMEB's dot), never from
   In a strip the flash is one cell unlike the others, where in a whole 56 px frame it is a few pixels.
   Trained after the detail phase for `SFTStageConfig.track_steps` steps, with the detail examples
   replayed (alone, 1200 strip steps erased the dot: first marks on the dotted region 92% -> 20%), so that
-  the clips' grounding examples can point at the object whose strip flashes.
+  the clips' grounding examples can point at the object whose strip flashes. With `SFTStageConfig.track_form`
+  "prompt" the question is asked in the clip's own grounded prompt about a mark ("Which frame does #k flash
+  in?"): the hop a trace takes when it writes the frame after the flashing object's mark (with the strip
+  alone, the traces' frames stayed near chance: docs/STATUS.md, issue 3, session 15).
 
 Images whose scene does not have exactly one object with the detail give no example (counted, logged).
 """
@@ -57,8 +60,10 @@ log = logging.getLogger(__name__)
 DETAIL_QUESTION = "Does it carry a {detail}?"
 GROUNDING_QUESTION = "Which region carries the {detail}?"
 TRACK_QUESTION = "Which frame flashes?"
+TRACK_MARK_QUESTION = "Which frame does #{mark} flash in?"
 NO_FLASH = "none"
 GROUNDING_FORMS = ("question", "trace")
+TRACK_FORMS = ("strip", "prompt")
 
 
 @dataclass(frozen=True)
@@ -138,23 +143,34 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
 
 
 def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
-                   split: str = "train") -> list[dict]:
-    """Per clip side with its flash in view: the flashing object's track strip -> "frame F", and another
-    object's strip of the same side -> "none"; shuffled."""
+                   split: str = "train", form: str = "strip") -> list[dict]:
+    """Per clip side with its flash in view, two examples, shuffled: the flashing object -> "frame F", and
+    another object of the same side -> "none". Form "strip": the object's track strip alone, "Which frame
+    flashes?". Form "prompt": the clip's own grounded prompt (its frames, region lines and every strip),
+    "Which frame does #k flash in?": the hop from a mark to its strip, which a trace takes when it writes
+    the frame after the flashing object's mark."""
     if prompt.track_size <= 0:
         raise ValueError("track examples need track strips in the prompt (sft.reasoner_track_size > 0)")
+    if form not in TRACK_FORMS:
+        raise ValueError(f"track form {form!r}: expected one of {TRACK_FORMS}")
     store = MediaStore(data_root)
     rng = random.Random(seed)
     examples = []
     for clip in flash_clips(data_root, split):
-        strips = track_strips(store.load(clip.ref), clip.ref.scene, prompt.track_size)
-        flashing = clip.ref.scene["event"]["object"]
-        if flashing >= len(strips):
+        flashing = clip.ref.scene["event"]["object"]  # 0-based; the object's region is mark flashing + 1
+        n_objects = min(len(clip.ref.scene["objects"]), MAX_REGIONS)
+        if flashing >= n_objects:
             continue
-        examples.append(_example([{"type": "image"}], TRACK_QUESTION, f"frame {clip.frame}", [strips[flashing]]))
-        others = [strip for index, strip in enumerate(strips) if index != flashing]
-        if others:
-            examples.append(_example([{"type": "image"}], TRACK_QUESTION, NO_FLASH, [rng.choice(others)]))
+        others = [index for index in range(n_objects) if index != flashing]
+        asked = [(flashing, f"frame {clip.frame}")] + ([(rng.choice(others), NO_FLASH)] if others else [])
+        if form == "strip":
+            strips = track_strips(store.load(clip.ref), clip.ref.scene, prompt.track_size)
+            examples += [_example([{"type": "image"}], TRACK_QUESTION, answer, [strips[index]])
+                         for index, answer in asked]
+        else:
+            messages, images = reasoner_input(clip.ref, "query", store, prompt)
+            examples += [_asked(messages, TRACK_MARK_QUESTION.format(mark=index + 1), answer, images)
+                         for index, answer in asked]
     rng.shuffle(examples)
     return examples
 
@@ -178,12 +194,11 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
         messages, images = reasoner_input(image.ref, "query", store, prompt)
         if form == "trace":
             answer = completion_for(image.ref, render(side_gold_tcot(image.ref)), prompt)
+            examples.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
+                             "images": images})
         else:
-            content = list(messages[-1]["content"])
-            content[-1] = {"type": "text", "text": "\n" + GROUNDING_QUESTION.format(detail=image.detail)}
-            messages, answer = [{"role": "user", "content": content}], f"#{image.mark}"
-        examples.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
-                         "images": images})
+            examples.append(_asked(messages, GROUNDING_QUESTION.format(detail=image.detail), f"#{image.mark}",
+                                   images))
     for clip in flash_clips(data_root, split) if video else ():
         messages, images = reasoner_input(clip.ref, "query", store, prompt)
         examples.append({"prompt": messages,
@@ -191,6 +206,14 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
                              clip.ref, render(side_gold_tcot(clip.ref)), prompt)}],
                          "images": images})
     return examples
+
+
+def _asked(messages: list[dict], question: str, answer: str, images: list) -> dict:
+    """A side's own prompt with its closing instruction replaced by `question`."""
+    content = list(messages[-1]["content"])
+    content[-1] = {"type": "text", "text": "\n" + question}
+    return {"prompt": messages[:-1] + [{"role": "user", "content": content}],
+            "completion": [{"role": "assistant", "content": answer}], "images": images}
 
 
 def _example(media: list[dict], question: str, answer: str, images: list) -> dict:

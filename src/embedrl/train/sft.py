@@ -20,7 +20,13 @@ from embedrl.data.sides import MediaStore
 from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_input
 from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import load_pairs
-from embedrl.train.perception import GROUNDING_FORMS, detail_examples, grounding_examples, track_examples
+from embedrl.train.perception import (
+    GROUNDING_FORMS,
+    TRACK_FORMS,
+    detail_examples,
+    grounding_examples,
+    track_examples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,9 @@ class SFTStageConfig(trl.SFTConfig):
     track_steps: int = field(default=0, metadata={
         "help": "steps on the track-strip question (which frame flashes?) after the one-crop warm-up "
                 "(embedrl.train.perception); needs sft.reasoner_track_size > 0"})
+    track_form: str = field(default="strip", metadata={
+        "help": "the track phase's examples: strip (one track strip alone: which frame flashes?) or prompt (the "
+                "clip's grounded prompt: which frame does #k flash in?, the hop from a trace's mark to its strip)"})
     grounding_steps: int = field(default=0, metadata={
         "help": "steps on the grounding examples alone (sft.grounding_form), after the perception warm-up and "
                 "before the cold start"})
@@ -84,6 +93,8 @@ class SFTStageConfig(trl.SFTConfig):
             raise ValueError(f"sft: {counts}: each must be >= 0")
         if self.grounding_form not in GROUNDING_FORMS:
             raise ValueError(f"sft.grounding_form={self.grounding_form!r}: expected one of {GROUNDING_FORMS}")
+        if self.track_form not in TRACK_FORMS:
+            raise ValueError(f"sft.track_form={self.track_form!r}: expected one of {TRACK_FORMS}")
         if self.grounding_video and self.grounding_form != "trace":
             raise ValueError("sft.grounding_video needs sft.grounding_form: trace (its examples are gold traces)")
         if self.track_steps and not (self.grounded and self.reasoner_track_size > 0):
@@ -176,6 +187,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     prompt = config.reasoner_prompt()
     roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
     settings = {"perception_steps": config.perception_steps, "track_steps": config.track_steps,
+                "track_form": config.track_form,
                 "grounding_steps": config.grounding_steps,
                 "grounding_form": config.grounding_form, "grounding_video": config.grounding_video,
                 "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
@@ -195,7 +207,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     phases = [("detail", config.perception_steps,
                lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
               ("track", config.track_steps,  # with the detail examples replayed: alone, it erased the dot
-               lambda: pooled(lambda root, i: track_examples(root, prompt, seed=config.seed + i)
+               lambda: pooled(lambda root, i: track_examples(root, prompt, seed=config.seed + i, form=config.track_form)
                               + detail_examples(root, prompt, seed=config.seed + i))),
               ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: _grounding(root, prompt, config)))]
     record: dict = {"settings": settings}
@@ -219,7 +231,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
 
 def _with_defaults(settings: dict) -> dict:
     """A warm-up record's settings with the defaults of fields added since it was written."""
-    return {"track_steps": 0, **settings,
+    return {"track_steps": 0, "track_form": "strip", **settings,
             "reasoner_prompt": ReasonerPrompt.from_dict(settings.get("reasoner_prompt")).to_dict()}
 
 
@@ -233,7 +245,7 @@ def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: i
     meta["role"] = "reasoner"
     meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples,
                      "perception_steps": config.perception_steps, "track_steps": config.track_steps,
-                     "grounding_steps": config.grounding_steps,
+                     "track_form": config.track_form, "grounding_steps": config.grounding_steps,
                      "grounding_copies": config.grounding_copies, "grounding_form": config.grounding_form,
                      "grounding_video": config.grounding_video}
     meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
