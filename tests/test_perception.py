@@ -99,6 +99,28 @@ def test_video_grounding_examples_write_the_gold_trace_of_each_flash_clip(prepar
         grounding_examples(prepared_small, PROMPT, form="question", video=True)
 
 
+def test_teacher_grounding_traces_keep_the_teachers_policy(prepared_small):
+    """traces="teacher": the oracle teacher's own trace, in mark form, on exactly the detailed sides (dotted
+    images, flash clips) where it names the evidence; the sides its blind spots miss give no example, so the
+    cold start does not learn the gold policy that EG-RL is there to find."""
+    from embedrl.models.reasoner import completion_for
+    from embedrl.tcot import render
+    from embedrl.tcot.teachers import side_teacher_tcot
+
+    sides = [image.ref for image in detail_images(prepared_small)] + [c.ref for c in flash_clips(prepared_small)]
+    seen = [ref for ref in sides if names_disambiguating_evidence(side_teacher_tcot(ref), ref.scene)]
+    assert 0 < len(seen) < len(sides)  # the teacher misses some dots and flashes, not all
+    gold = grounding_examples(prepared_small, PROMPT, form="trace", video=True)
+    teacher = grounding_examples(prepared_small, PROMPT, form="trace", video=True, traces="teacher")
+    assert len(gold) == len(sides) and len(teacher) == len(seen)
+    for example, ref in zip(teacher, seen, strict=True):
+        assert _answer(example) == completion_for(ref, render(side_teacher_tcot(ref)), PROMPT)
+        trace = parse(resolve_marks(_answer(example), side_regions(ref, PROMPT)))
+        assert names_disambiguating_evidence(trace, ref.scene)
+    with pytest.raises(ValueError, match="grounding traces"):
+        grounding_examples(prepared_small, PROMPT, form="trace", traces="random")
+
+
 def test_track_examples_ask_which_frame_of_a_strip_flashes(prepared_small):
     """Per clip side with its flash in view: the flashing object's strip -> its flash frame, another
     object's strip -> "none"; each strip exactly the one the grounded prompt shows for that object."""
@@ -194,6 +216,11 @@ def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_form="caption")
     with pytest.raises(ValueError, match="track_steps"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), track_steps=2)
+    with pytest.raises(ValueError, match="grounding_traces"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_traces="random")
+    with pytest.raises(ValueError, match="trace only"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_traces="teacher",
+                     grounding_form="question")
     with pytest.raises(ValueError, match="track_form"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), track_form="caption")
 
@@ -298,7 +325,7 @@ def test_the_track_phase_runs_between_detail_and_grounding_and_old_warm_ups_stay
     assert meta["stage"]["track_steps"] == 2 and meta["stage"]["track_form"] == "strip"
     # a warm-up recorded before track strips existed (no track_steps, no track_size) is still reused by a
     # run that does not use them, and refused by one that does
-    del marker["settings"]["track_steps"], marker["settings"]["track_form"]
+    del marker["settings"]["track_steps"], marker["settings"]["track_form"], marker["settings"]["grounding_traces"]
     del marker["settings"]["reasoner_prompt"]["track_size"]
     marker["settings"].update(grounding_form=plain_form, grounding_video=False)
     (tmp_path / "base" / "model" / PERCEPTION_DONE).write_text(json.dumps(marker))

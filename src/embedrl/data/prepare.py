@@ -44,7 +44,7 @@ from embedrl.data.sides import SideRef, eval_sides, train_sides
 from embedrl.tcot import TCoT, render
 from embedrl.tcot.chat_teacher import Verdict
 from embedrl.tcot.consistency import filter_pairs
-from embedrl.tcot.teachers import oracle_tcot, side_gold_tcot
+from embedrl.tcot.teachers import side_gold_tcot, side_teacher_tcot
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,6 @@ class LabelConsistencyJudge:
         return Verdict(relevant=True, consistent=True, reason="consistent")
 
 
-def _teacher(ref: SideRef) -> TCoT:
-    return oracle_tcot(ref.scene or {"type": "text"}, text=ref.clean_text)
-
-
 @contextlib.contextmanager
 def _tracing(source: str, id_name: str | None, row: dict) -> Iterator[None]:
     """Name the record when the teachers cannot trace it: its scene graph is JSON, but not one they know."""
@@ -126,8 +122,8 @@ def _prepare_pairs(rows: list[dict], source: str, *, filter_judge,
     for row in rows:
         with _tracing(source, "id", row):
             query, positive = train_sides(row)
-            records.append({**row, "qry_tcot": render(_teacher(query)),
-                            "pos_tcot": render(_teacher(positive))})
+            records.append({**row, "qry_tcot": render(side_teacher_tcot(query)),
+                            "pos_tcot": render(side_teacher_tcot(positive))})
     if filter_judge is None:
         return records, {"total": len(records), "kept": len(records)}
     pairs = [{"id": r["id"], "query_text": r["qry"], "query_tcot": r["qry_tcot"], "pos_tcot": r["pos_tcot"],
@@ -140,8 +136,8 @@ def _prepare_eval_row(row: dict) -> dict:
     query, candidates = eval_sides(row)
     return {
         **row,
-        "qry_tcot": render(_teacher(query)),
-        "tgt_tcot": [render(_teacher(c)) for c in candidates],
+        "qry_tcot": render(side_teacher_tcot(query)),
+        "tgt_tcot": [render(side_teacher_tcot(c)) for c in candidates],
         "qry_tcot_gold": render(side_gold_tcot(query)),
         "tgt_tcot_gold": [render(side_gold_tcot(c)) for c in candidates],
     }
@@ -214,7 +210,7 @@ def _trace_table_row(row: dict, name: str, kind: str, text_key: str) -> None:
         ref = SideRef(row.get("caption", "") if kind == "uvrb" else "", media, scene)
     if name == "corpus.jsonl" and kind == "uvrb" and not ref.scene:
         ref = SideRef("", ref.media_path, {})
-    row["tcot"] = render(_teacher(ref)) if ref.scene or name == "queries.jsonl" else ""
+    row["tcot"] = render(side_teacher_tcot(ref)) if ref.scene or name == "queries.jsonl" else ""
     row["tcot_gold"] = render(side_gold_tcot(ref)) if ref.scene or name == "queries.jsonl" else ""
 
 

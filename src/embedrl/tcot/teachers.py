@@ -245,6 +245,11 @@ def gold_tcot(scene: dict, *, text: str = "") -> TCoT:
     return GoldWriter().write(scene, text=text)
 
 
+def side_teacher_tcot(side: SideRef) -> TCoT:
+    """The oracle teacher's T-CoT of one data side (its blind spots included)."""
+    return oracle_tcot(side.scene or {"type": "text"}, text=side.clean_text)
+
+
 def side_gold_tcot(side: SideRef) -> TCoT:
     """The gold T-CoT of one data side; a side without a scene graph is plain text."""
     return gold_tcot(side.scene or {"type": "text"}, text=side.clean_text)

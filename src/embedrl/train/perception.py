@@ -52,7 +52,12 @@ from embedrl.models.reasoner import (
 )
 from embedrl.tcot import render
 from embedrl.tcot.regions import MAX_REGIONS, region_crops, region_proposals, track_strips
-from embedrl.tcot.teachers import flash_frame, side_gold_tcot
+from embedrl.tcot.teachers import (
+    flash_frame,
+    names_disambiguating_evidence,
+    side_gold_tcot,
+    side_teacher_tcot,
+)
 from embedrl.train.embedder import load_pairs
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,7 @@ TRACK_QUESTION = "Which frame flashes?"
 TRACK_MARK_QUESTION = "Which frame does #{mark} flash in?"
 NO_FLASH = "none"
 GROUNDING_FORMS = ("question", "trace")
+GROUNDING_TRACES = ("gold", "teacher")
 TRACK_FORMS = ("strip", "prompt")
 
 
@@ -176,35 +182,43 @@ def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int =
 
 
 def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: str = "train",
-                       form: str = "question", video: bool = False) -> list[dict]:
+                       form: str = "question", video: bool = False, traces: str = "gold") -> list[dict]:
     """Which region carries the detail, per detailed image of the split: the grounding question -> "#k"
-    (form "question"), or the T-CoT prompt -> the gold T-CoT in mark form (form "trace"); with `video`
-    (trace form), also each clip with its flash in view -> its gold T-CoT (the flashing object's mark and
-    the flash frame)."""
+    (form "question"), or the T-CoT prompt -> a T-CoT in mark form (form "trace"); with `video` (trace
+    form), also each clip with its flash in view -> its T-CoT (the flashing object's mark and the flash
+    frame). The trace form's T-CoT is the gold one (`traces` "gold"), or the oracle teacher's, on the sides
+    where it holds the evidence (`traces` "teacher"; the others give no example): the pointer is learned
+    where a trace names its region, but which sides get the evidence stays the teacher's policy, as in
+    the cold start's data, and is left for EG-RL to improve."""
     if form not in GROUNDING_FORMS:
         raise ValueError(f"grounding form {form!r}: expected one of {GROUNDING_FORMS}")
+    if traces not in GROUNDING_TRACES:
+        raise ValueError(f"grounding traces {traces!r}: expected one of {GROUNDING_TRACES}")
     if not prompt.grounded:
         raise ValueError("grounding examples need a grounded Reasoner prompt (sft.grounded: true): "
                          "the answer is a region mark")
     if video and form != "trace":
-        raise ValueError("video grounding examples are gold traces: they need form 'trace'")
+        raise ValueError("video grounding examples are traces: they need form 'trace'")
     store = MediaStore(data_root)
-    examples = []
-    for image in detail_images(data_root, split):
-        messages, images = reasoner_input(image.ref, "query", store, prompt)
-        if form == "trace":
-            answer = completion_for(image.ref, render(side_gold_tcot(image.ref)), prompt)
-            examples.append({"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
-                             "images": images})
-        else:
+    sides = [(image.ref, image) for image in detail_images(data_root, split)]
+    sides += [(clip.ref, None) for clip in (flash_clips(data_root, split) if video else ())]
+    examples, blind = [], 0
+    for ref, image in sides:
+        messages, images = reasoner_input(ref, "query", store, prompt)
+        if form == "question":
             examples.append(_asked(messages, GROUNDING_QUESTION.format(detail=image.detail), f"#{image.mark}",
                                    images))
-    for clip in flash_clips(data_root, split) if video else ():
-        messages, images = reasoner_input(clip.ref, "query", store, prompt)
+            continue
+        tcot = side_gold_tcot(ref) if traces == "gold" else side_teacher_tcot(ref)
+        if not names_disambiguating_evidence(tcot, ref.scene):
+            blind += 1
+            continue
         examples.append({"prompt": messages,
-                         "completion": [{"role": "assistant", "content": completion_for(
-                             clip.ref, render(side_gold_tcot(clip.ref)), prompt)}],
+                         "completion": [{"role": "assistant", "content": completion_for(ref, render(tcot), prompt)}],
                          "images": images})
+    if blind:
+        log.info("grounding examples: %d of %d sides skipped: the teacher's trace misses their evidence",
+                 blind, len(sides))
     return examples
 
 

@@ -22,6 +22,7 @@ from embedrl.train.checkpoint import completion_marker, resume_point
 from embedrl.train.embedder import load_pairs
 from embedrl.train.perception import (
     GROUNDING_FORMS,
+    GROUNDING_TRACES,
     TRACK_FORMS,
     detail_examples,
     grounding_examples,
@@ -72,6 +73,10 @@ class SFTStageConfig(trl.SFTConfig):
     grounding_video: bool = field(default=False, metadata={
         "help": "the grounding examples (trace form) also cover video clips: each clip's T-CoT prompt -> the "
                 "gold T-CoT naming the flashing object and the flash frame"})
+    grounding_traces: str = field(default="gold", metadata={
+        "help": "the trace form's T-CoTs: gold (every detailed side names its evidence) or teacher (the oracle "
+                "teacher's, only on the sides where it names the evidence: the pointer without the gold policy, "
+                "which would leave EG-RL no headroom)"})
     perception_data: str = field(default="", metadata={
         "help": "more data roots (comma-separated, MiniMMEB layout, e.g. other generator seeds; never evaluation "
                 "data) whose train-split images add to the warm-up's examples: more distinct scenes to learn "
@@ -93,6 +98,10 @@ class SFTStageConfig(trl.SFTConfig):
             raise ValueError(f"sft: {counts}: each must be >= 0")
         if self.grounding_form not in GROUNDING_FORMS:
             raise ValueError(f"sft.grounding_form={self.grounding_form!r}: expected one of {GROUNDING_FORMS}")
+        if self.grounding_traces not in GROUNDING_TRACES:
+            raise ValueError(f"sft.grounding_traces={self.grounding_traces!r}: expected one of {GROUNDING_TRACES}")
+        if self.grounding_traces != "gold" and self.grounding_form != "trace":
+            raise ValueError("sft.grounding_traces applies to sft.grounding_form: trace only")
         if self.track_form not in TRACK_FORMS:
             raise ValueError(f"sft.track_form={self.track_form!r}: expected one of {TRACK_FORMS}")
         if self.grounding_video and self.grounding_form != "trace":
@@ -190,7 +199,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
                 "track_form": config.track_form,
                 "grounding_steps": config.grounding_steps,
                 "grounding_form": config.grounding_form, "grounding_video": config.grounding_video,
-                "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
+                "grounding_traces": config.grounding_traces, "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
     if (done / PERCEPTION_DONE).exists():  # shared by another run, or a rerun after a kill in the cold start
         kept = _with_defaults(json.loads((done / PERCEPTION_DONE).read_text()).get("settings") or {})
         if kept != settings:
@@ -231,12 +240,13 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
 
 def _with_defaults(settings: dict) -> dict:
     """A warm-up record's settings with the defaults of fields added since it was written."""
-    return {"track_steps": 0, "track_form": "strip", **settings,
+    return {"track_steps": 0, "track_form": "strip", "grounding_traces": "gold", **settings,
             "reasoner_prompt": ReasonerPrompt.from_dict(settings.get("reasoner_prompt")).to_dict()}
 
 
 def _grounding(data_root, prompt: ReasonerPrompt, config: SFTStageConfig) -> list[dict]:
-    return grounding_examples(data_root, prompt, form=config.grounding_form, video=config.grounding_video)
+    return grounding_examples(data_root, prompt, form=config.grounding_form, video=config.grounding_video,
+                              traces=config.grounding_traces)
 
 
 def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: int) -> None:
@@ -247,6 +257,6 @@ def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: i
                      "perception_steps": config.perception_steps, "track_steps": config.track_steps,
                      "track_form": config.track_form, "grounding_steps": config.grounding_steps,
                      "grounding_copies": config.grounding_copies, "grounding_form": config.grounding_form,
-                     "grounding_video": config.grounding_video}
+                     "grounding_video": config.grounding_video, "grounding_traces": config.grounding_traces}
     meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
