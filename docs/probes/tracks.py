@@ -1,10 +1,11 @@
-"""Session 15. Usage: [GROUNDING=N] python docs/probes/tracks.py DIR SEED TRACK_SIZE TRACK_STEPS [egrl]
+"""Session 15. Usage: [GROUNDING=N] [TRACES=teacher] python docs/probes/tracks.py DIR SEED TRACK_SIZE TRACK_STEPS [egrl]
 A cold start of seed SEED of an ablation DIR whose Reasoner's clip prompts carry each object's track strip
 (`sft.reasoner_track_size`), with the clips' gold traces among the grounding examples (`sft.grounding_video`).
 Its warm-up continues DIR's one-crop detail phase (perception-base/detail, step 600: the recipe's first phase,
 which the strips do not change) with TRACK_STEPS steps of the strip question (the dot replayed) and the
 grounding phase: the recipe's steps, or N with GROUNDING=N (the strip phase then copied from the run without
-GROUNDING when it exists). Warm-up in DIR/perception-base-tracksSIZE-STEPS[-gN]. Prints the rl holdout and
+GROUNDING when it exists); TRACES=teacher: the grounding examples' traces are the teacher's where it names the
+evidence (`sft.grounding_traces`, session 16). Warm-up in DIR/perception-base-tracksSIZE-STEPS[-gN][-teacher]. Prints the rl holdout and
 binding against the ablation's cold start (and EG-RL with `egrl`); video_diag.py gives the object and frame
 rates. rl split only."""
 import json
@@ -26,15 +27,17 @@ root, seed, size, track_steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.arg
 with_egrl = "egrl" in sys.argv[5:]
 prepared, base = root / "prepared", root / f"seed-{seed}"
 grounding = int(os.environ.get("GROUNDING", "0"))
-tag = f"tracks{size}-{track_steps}" + (f"-g{grounding}" if grounding else "")
+traces = os.environ.get("TRACES", "gold")
+tag = f"tracks{size}-{track_steps}" + (f"-g{grounding}" if grounding else "") + ("" if traces == "gold" else f"-{traces}")
 warmup, first_warmup = root / f"perception-base-{tag}", root / f"perception-base-tracks{size}-{track_steps}"
 out = root / f"probe-{tag}" / f"seed-{seed}"
 overrides, pseeds = ablation_recipe("tiny")
 if grounding:
     overrides["sft"] = {**overrides["sft"], "grounding_steps": grounding}
-    if (first_warmup / "track").exists() and not (warmup / "track").exists():
-        shutil.copytree(first_warmup / "track", warmup / "track")  # resumed from its last checkpoint
+if warmup != first_warmup and (first_warmup / "track").exists() and not (warmup / "track").exists():
+    shutil.copytree(first_warmup / "track", warmup / "track")  # resumed from its last checkpoint
 sft = {**overrides["sft"], "reasoner_track_size": size, "track_steps": track_steps, "grounding_video": True,
+       "grounding_traces": traces,
        "perception_dir": str(warmup),
        "perception_data": ",".join(str(root / "perception-data" / f"seed-{s}") for s in pseeds)}
 sft_cfg = build_config(SFTStageConfig, "tiny", "sft", seed=seed, output_dir=str(out / "sft"), **sft)
