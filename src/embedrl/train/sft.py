@@ -195,11 +195,8 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     done = out_dir / "model"
     prompt = config.reasoner_prompt()
     roots = [data_root, *(r.strip() for r in config.perception_data.split(",") if r.strip())]
-    settings = {"perception_steps": config.perception_steps, "track_steps": config.track_steps,
-                "track_form": config.track_form,
-                "grounding_steps": config.grounding_steps,
-                "grounding_form": config.grounding_form, "grounding_video": config.grounding_video,
-                "grounding_traces": config.grounding_traces, "data": [str(Path(r).resolve()) for r in roots], "reasoner_prompt": prompt.to_dict()}
+    settings = {**_curriculum(config), "data": [str(Path(r).resolve()) for r in roots],
+                "reasoner_prompt": prompt.to_dict()}
     if (done / PERCEPTION_DONE).exists():  # shared by another run, or a rerun after a kill in the cold start
         kept = _with_defaults(json.loads((done / PERCEPTION_DONE).read_text()).get("settings") or {})
         if kept != settings:
@@ -216,7 +213,8 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     phases = [("detail", config.perception_steps,
                lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
               ("track", config.track_steps,  # with the detail examples replayed: alone, it erased the dot
-               lambda: pooled(lambda root, i: track_examples(root, prompt, seed=config.seed + i, form=config.track_form)
+               lambda: pooled(lambda root, i: track_examples(root, prompt, seed=config.seed + i,
+                                                             form=config.track_form)
                               + detail_examples(root, prompt, seed=config.seed + i))),
               ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: _grounding(root, prompt, config)))]
     record: dict = {"settings": settings}
@@ -238,6 +236,14 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
     return model
 
 
+def _curriculum(config: SFTStageConfig) -> dict:
+    """The perception curriculum's settings: what a shared warm-up must agree on, and the model records."""
+    return {"perception_steps": config.perception_steps, "track_steps": config.track_steps,
+            "track_form": config.track_form, "grounding_steps": config.grounding_steps,
+            "grounding_form": config.grounding_form, "grounding_video": config.grounding_video,
+            "grounding_traces": config.grounding_traces}
+
+
 def _with_defaults(settings: dict) -> dict:
     """A warm-up record's settings with the defaults of fields added since it was written."""
     return {"track_steps": 0, "track_form": "strip", "grounding_traces": "gold", **settings,
@@ -254,9 +260,6 @@ def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: i
     meta = json.loads(base.read_text()) if base.exists() else {}
     meta["role"] = "reasoner"
     meta["stage"] = {"name": "sft_cold_start", "base_model": str(base_dir), "examples": n_examples,
-                     "perception_steps": config.perception_steps, "track_steps": config.track_steps,
-                     "track_form": config.track_form, "grounding_steps": config.grounding_steps,
-                     "grounding_copies": config.grounding_copies, "grounding_form": config.grounding_form,
-                     "grounding_video": config.grounding_video, "grounding_traces": config.grounding_traces}
+                     **_curriculum(config), "grounding_copies": config.grounding_copies}
     meta["reasoner_prompt"] = config.reasoner_prompt().to_dict()
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
