@@ -1,7 +1,8 @@
 """Session 14. Usage: python docs/probes/egrl_variant.py DIR NAME JSON SEED...
 Per seed of an ablation DIR: EG-RL from its cold start and Embedder with the recipe's egrl settings under the
 JSON overrides (e.g. '{"max_steps": 108}'), into DIR/seed-N/egrl-NAME; rl holdout (by modality) and marks'
-binding of it, next to the cold start's and the ablation's EG-RL. rl split only."""
+binding of it, next to the cold start's and the ablation's EG-RL (their scores taken from DIR/seed-N/probe.json when
+ablation_seed.py wrote one). rl split only."""
 import json
 import sys
 import time
@@ -20,7 +21,12 @@ for seed in map(int, sys.argv[4:]):
     started = time.time()
     train_egrl(root / "prepared", base / "sft" / "model", emb, out, cfg)
     res = {"train_s": time.time() - started, "overrides": extra}
+    scored = json.loads((base / "probe.json").read_text()) if (base / "probe.json").exists() else {}
     for label, model in (("sft", base / "sft" / "model"), ("egrl", base / "egrl" / "model"), (name, out / "model")):
+        if label in scored:
+            res[label] = scored[label]
+            print(seed, label, "(ablation_seed.py)", json.dumps(res[label]), flush=True)
+            continue
         res[label] = rl_holdout(root / "prepared", model, emb, cfg, n_groups=None)
         res[label]["binding"] = mark_binding(root / "prepared", model, cfg, n_groups=None)["binding_rate"]
         print(seed, label, json.dumps(res[label]), flush=True)
