@@ -117,6 +117,8 @@ def test_teacher_grounding_traces_keep_the_teachers_policy(prepared_small):
         assert _answer(example) == completion_for(ref, render(side_teacher_tcot(ref)), PROMPT)
         trace = parse(resolve_marks(_answer(example), side_regions(ref, PROMPT)))
         assert names_disambiguating_evidence(trace, ref.scene)
+    every = grounding_examples(prepared_small, PROMPT, form="trace", video=True, traces="teacher_all")
+    assert [_answer(e) for e in every] == [completion_for(ref, render(side_teacher_tcot(ref)), PROMPT) for ref in sides]
     with pytest.raises(ValueError, match="grounding traces"):
         grounding_examples(prepared_small, PROMPT, form="trace", traces="random")
 

@@ -68,7 +68,7 @@ TRACK_QUESTION = "Which frame flashes?"
 TRACK_MARK_QUESTION = "Which frame does #{mark} flash in?"
 NO_FLASH = "none"
 GROUNDING_FORMS = ("question", "trace")
-GROUNDING_TRACES = ("gold", "teacher")
+GROUNDING_TRACES = ("gold", "teacher", "teacher_all")
 TRACK_FORMS = ("strip", "prompt")
 
 
@@ -189,7 +189,8 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
     frame). The trace form's T-CoT is the gold one (`traces` "gold"), or the oracle teacher's, on the sides
     where it holds the evidence (`traces` "teacher"; the others give no example): the pointer is learned
     where a trace names its region, but which sides get the evidence stays the teacher's policy, as in
-    the cold start's data, and is left for EG-RL to improve."""
+    the cold start's data, and is left for EG-RL to improve. `traces` "teacher_all": the teacher's trace on
+    every side, its misses included, so its rule for when it names the evidence is shown as well."""
     if form not in GROUNDING_FORMS:
         raise ValueError(f"grounding form {form!r}: expected one of {GROUNDING_FORMS}")
     if traces not in GROUNDING_TRACES:
@@ -210,7 +211,7 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
                                    images))
             continue
         tcot = side_gold_tcot(ref) if traces == "gold" else side_teacher_tcot(ref)
-        if not names_disambiguating_evidence(tcot, ref.scene):
+        if traces == "teacher" and not names_disambiguating_evidence(tcot, ref.scene):
             blind += 1
             continue
         examples.append({"prompt": messages,

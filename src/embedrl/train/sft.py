@@ -76,7 +76,8 @@ class SFTStageConfig(trl.SFTConfig):
     grounding_traces: str = field(default="gold", metadata={
         "help": "the trace form's T-CoTs: gold (every detailed side names its evidence) or teacher (the oracle "
                 "teacher's, only on the sides where it names the evidence: the pointer without the gold policy, "
-                "which would leave EG-RL no headroom)"})
+                "which would leave EG-RL no headroom) or teacher_all (the teacher's on every side, misses "
+                "included)"})
     perception_data: str = field(default="", metadata={
         "help": "more data roots (comma-separated, MiniMMEB layout, e.g. other generator seeds; never evaluation "
                 "data) whose train-split images add to the warm-up's examples: more distinct scenes to learn "
