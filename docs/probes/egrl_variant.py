@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import holdout
+
 from embedrl.config import build_config
-from embedrl.experiment import ablation_recipe, mark_binding, rl_holdout
+from embedrl.experiment import ablation_recipe
 from embedrl.train.egrl import EGRLStageConfig, train_egrl
 
 root, name, extra = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
@@ -27,7 +29,5 @@ for seed in map(int, sys.argv[4:]):
             res[label] = scored[label]
             print(seed, label, "(ablation_seed.py)", json.dumps(res[label]), flush=True)
             continue
-        res[label] = rl_holdout(root / "prepared", model, emb, cfg, n_groups=None)
-        res[label]["binding"] = mark_binding(root / "prepared", model, cfg, n_groups=None)["binding_rate"]
-        print(seed, label, json.dumps(res[label]), flush=True)
+        holdout.score(res, seed, {label: model}, root / "prepared", emb, cfg)
     (out / "probe.json").write_text(json.dumps(res, indent=1))
