@@ -45,6 +45,30 @@ def test_exploration_mode_is_validated():
         EGRLStageConfig(output_dir="unused", exploration="everything", use_cpu=True)
 
 
+def test_branch_min_p_sets_which_marks_the_branches_take():
+    """egrl.branch_min_p decides the branches' threshold (unset: min_p, the sampling filter); at 0.001 the
+    copies of a side also take the marks the policy deems unlikely, which min_p = 0.1 leaves out."""
+    from embedrl.train.egrl import EGRLStageConfig
+    from embedrl.train.exploration import BranchExploration
+
+    def config(**kwargs):
+        return EGRLStageConfig(output_dir="unused", exploration="branch", use_cpu=True, **kwargs)
+
+    assert config(min_p=0.1).branch_threshold() == 0.1
+    assert config(min_p=0.1, branch_min_p=0.001).branch_threshold() == 0.001
+    assert config().branch_threshold() == 0.1
+    with pytest.raises(ValueError, match="branch_min_p"):
+        config(branch_min_p=1.5)
+    scores = _scores([-5.0, -5.0, -5.0, -5.0, -5.0, -5.0, -5.0, 2.0, 1.0, -2.0]).repeat(4, 1)  # p: .72 .26 .02
+    picks = {}
+    for threshold in (0.1, 0.001):
+        processor = BranchExploration(MARK, [DIGIT, DIGIT + 1, DIGIT + 2], group_size=4, min_p=threshold)
+        processor.start(torch.tensor([[1, 2]] * 4))
+        picks[threshold] = [int(row.argmax()) for row in processor(torch.tensor([[WORD, MARK]] * 4), scores.clone())]
+    assert picks[0.1] == [DIGIT, DIGIT + 1, DIGIT, DIGIT + 1]
+    assert picks[0.001] == [DIGIT, DIGIT + 1, DIGIT + 2, DIGIT]
+
+
 def test_sampled_rollouts_of_one_prompt_first_differ_at_a_choice_point(prepared_small, sft_reasoner):
     """With choice exploration the rollouts of one prompt are the greedy trace except where they choose:
     two rollouts agree token for token up to a region mark or a number, and differ first there."""

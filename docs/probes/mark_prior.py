@@ -3,7 +3,7 @@ Where a Reasoner's first region mark puts its probability, on the rl image sides
 groups EG-RL trains on (the first max_steps of its order) and the held-out ones, split by whether the teacher
 sees the dot (`sees_dot`). Per split: sides, greedy first mark on the dot, mean p(dot) at the first mark, and
 how often the dot is among the marks branch rollouts take (p >= min_p x the best one's; with G = 8 rollouts).
-rl split only."""
+Written next to each model (its parent directory, mark_prior.json). rl split only."""
 import json
 import sys
 from pathlib import Path
@@ -40,7 +40,6 @@ prepared = root / "prepared"
 overrides, _ = ablation_recipe("tiny")
 cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir="/tmp/mark_prior", **overrides["egrl"])
 store = MediaStore(prepared)
-results = {}
 for model_dir in sys.argv[3:]:
     reasoner = Reasoner.load(model_dir, max_new_tokens=cfg.max_completion_length)
     tok = reasoner.processor.tokenizer
@@ -93,6 +92,4 @@ for model_dir in sys.argv[3:]:
                                        "p_dot": float(np.mean(dot_p)), "dot_in_branches": float(np.mean(in_branch)),
                                        "regions": float(np.mean(n_regions))}
             print(model_dir, split, label, json.dumps(res[f"{split}/{label}"]), flush=True)
-    results[model_dir] = res
-out = root / f"seed-{seed}" / "mark_prior.json"
-out.write_text(json.dumps(results, indent=1))
+    (Path(model_dir).parent / "mark_prior.json").write_text(json.dumps(res, indent=1))

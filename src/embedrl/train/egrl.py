@@ -65,6 +65,11 @@ class EGRLStageConfig(trl.GRPOConfig):
         "help": "what the rollouts sample: all (every token, trl's sampling), choices (only region marks and "
                 "numbers, the rest greedy) or branch (the G rollouts of a side take its G most likely first region "
                 "marks, then sample the later choices: embedrl.train.exploration)"})
+    branch_min_p: float | None = field(default=None, metadata={
+        "help": "with exploration=branch: the G rollouts of a side branch among the region marks at least this many "
+                "times as likely as the best one (None: min_p, which also filters the choices sampled after the "
+                "branch). Lower explores the regions the policy deems unlikely, which a cold start that copied its "
+                "teacher's misses needs (docs/STATUS.md, issue 3, session 18)"})
     choice_advantages_only: bool = field(default=True, metadata={
         "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the "
                 "others are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
@@ -73,6 +78,8 @@ class EGRLStageConfig(trl.GRPOConfig):
     def __post_init__(self) -> None:
         if self.exploration not in EXPLORATION_MODES:
             raise ValueError(f"egrl.exploration={self.exploration!r}: expected one of {EXPLORATION_MODES}")
+        if self.branch_min_p is not None and not 0.0 <= self.branch_min_p <= 1.0:
+            raise ValueError(f"egrl.branch_min_p={self.branch_min_p}: expected a ratio in [0, 1] (or null: min_p)")
         self.reward_weights = [self.format_weight, self.process_weight, self.outcome_weight]
         self.shuffle_dataset = False  # batches are whole groups, laid out in order by egrl_dataset
         self.remove_unused_columns = False
@@ -81,6 +88,12 @@ class EGRLStageConfig(trl.GRPOConfig):
         self.per_device_train_batch_size = prompts * self.num_generations
         self.steps_per_generation = 1
         super().__post_init__()
+
+    def branch_threshold(self) -> float:
+        """The ratio to the best mark's probability above which branch rollouts take a region."""
+        if self.branch_min_p is not None:
+            return self.branch_min_p
+        return self.min_p if self.min_p is not None else 0.1
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -305,7 +318,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     if config.exploration in ("choices", "branch"):
         choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
                                        group_size=config.num_generations,
-                                       min_p=config.min_p if config.min_p is not None else 0.1)
+                                       min_p=config.branch_threshold())
         if config.choice_advantages_only:
             trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"choices": choices}
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
