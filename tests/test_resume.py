@@ -132,3 +132,12 @@ def test_stage_killed_at_a_random_step_resumes_and_ends_like_an_uninterrupted_ru
     assert worst <= 1e-6, f"{stage}: final weights differ by {worst} {where}"
     record_fault("SIGKILL during training", f"{stage}: killed after step {killed_at} of {steps}",
                  f"resumed from step {resumed_from[0]}; final metrics equal (rtol 1e-6), weights max |diff| {worst:.1e}")
+
+    # A rerun of the finished stage (a retried pod, a resubmitted run) leaves it as it was: no step more.
+    _run(stage, _stage_spec(stage, reference, request))
+    again = _final_metrics(stage, reference)
+    assert len(again) == len(want), f"{stage}: a rerun of the finished stage logged {len(again)} values, not {len(want)}"
+    np.testing.assert_allclose(again, want, rtol=1e-6, atol=1e-9, err_msg=f"{stage}: a rerun changed its metrics")
+    rerun_weights = _weights(reference)
+    moved = max(float(np.abs(ref_weights[k] - rerun_weights[k]).max()) for k in ref_weights)
+    assert moved <= 1e-6, f"{stage}: a rerun of the finished stage moved its weights by {moved}"

@@ -177,6 +177,22 @@ def resume_point(output_dir: str | os.PathLike[str]) -> Path | None:
     return last
 
 
+def train_from(trainer, resume: Path | None) -> None:
+    """`trainer.train()`, resumed from `resume` (a `resume_point`). A run whose checkpoint already holds all
+    of its `max_steps` is loaded, not trained: the Trainer resumed at its last step trains one step more,
+    so a rerun of a finished stage (a retried pod, a resubmitted run) would otherwise move its weights."""
+    from transformers import TrainerState
+
+    if resume is not None and trainer.args.max_steps > 0:
+        state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        if state.global_step >= trainer.args.max_steps:
+            log.info("%s already holds all %d steps: loaded, not trained again", resume, trainer.args.max_steps)
+            trainer._load_from_checkpoint(str(resume))
+            trainer.state = state
+            return
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+
 def completion_marker(stage: str, extra_state: Callable[[Path], None] | None = None, *,
                       train_log: Path | None = None):
     """A TrainerCallback that marks each checkpoint complete once the Trainer has written it.

@@ -30,7 +30,7 @@ from embedrl.models.embedder import Embedder, EmbedderInputs, load_embedder
 from embedrl.models.prefix_cache import embed_sides
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_input, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
-from embedrl.train.checkpoint import completion_marker, resume_point
+from embedrl.train.checkpoint import completion_marker, resume_point, train_from
 from embedrl.train.embedder import build_side, load_pairs
 from embedrl.train.exploration import (
     EXPLORATION_MODES,
@@ -327,7 +327,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
                             callbacks=[completion_marker("eg_rl", rewards.save_state, train_log=out / "train_log.jsonl"),
                                        timer], **choice_kwargs)
     rewards.trainer = trainer
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_from(trainer, resume)
     final = out / "model"
     trainer.save_model(str(final))
     processor.save_pretrained(str(final))

@@ -18,7 +18,7 @@ import trl
 
 from embedrl.data.sides import MediaStore
 from embedrl.models.reasoner import ReasonerPrompt, completion_for, reasoner_input
-from embedrl.train.checkpoint import completion_marker, resume_point
+from embedrl.train.checkpoint import completion_marker, resume_point, train_from
 from embedrl.train.embedder import load_pairs
 from embedrl.train.perception import (
     GROUNDING_FORMS,
@@ -182,8 +182,7 @@ def _train(model, processor, examples: list[dict], config: SFTStageConfig, out_d
     trainer = trl.SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(examples),
                              processing_class=processor,
                              callbacks=[completion_marker(stage, train_log=out_dir / "train_log.jsonl")])
-    resume = resume_point(config.output_dir)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_from(trainer, resume_point(config.output_dir))
     return trainer
 
 
