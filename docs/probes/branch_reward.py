@@ -3,7 +3,7 @@ What EG-RL's reward tells a Reasoner's branch rollouts on the rl image sides wit
 GROUPS (default 24) groups EG-RL trains on, split by whether the teacher sees the dot: the share of sides where
 the dot's branch earns the highest outcome reward (ties count), the mean group-standardised advantage of the
 dot's rollouts and of the rest, the regions explored per side. Branch rollouts as EG-RL makes them (recipe egrl
-settings; BRANCH_MIN_P=x: branches among the marks at least x times as likely as the best). rl split only."""
+settings; BRANCH_MIN_P=x: egrl.branch_min_p, branches among the marks at least x times as likely as the best). rl split only."""
 import json
 import os
 import sys
@@ -22,11 +22,13 @@ from embedrl.train.perception import single_detail
 root, seed, model_dir = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 n_groups = int(sys.argv[4]) if len(sys.argv) > 4 else 24
 overrides, _ = ablation_recipe("tiny")
-cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir="/tmp/branch_reward", **overrides["egrl"])
+branch = {"branch_min_p": float(os.environ["BRANCH_MIN_P"])} if "BRANCH_MIN_P" in os.environ else {}
+cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir="/tmp/branch_reward",
+                   **{**overrides["egrl"], **branch})
 rows, sides, store, rewards, reasoner = _rl_sampling(root / "prepared", model_dir, root / f"seed-{seed}" / "embedder" /
                                                      "model", cfg, ".branch_reward.jsonl")
 g, per_group = cfg.num_generations, 2 * cfg.pairs_per_step
-branch_min_p = float(os.environ.get("BRANCH_MIN_P", cfg.min_p))  # which marks the branches take (EG-RL: egrl.min_p)
+branch_min_p = cfg.branch_threshold()  # which marks the branches take, as in train_egrl
 explore_only_choices(reasoner.model, reasoner.processor.tokenizer, branch=True, group_size=g, min_p=branch_min_p)
 stats = {"teacher_sees": [], "teacher_misses": []}
 for index in range(n_groups):

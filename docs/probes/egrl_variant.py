@@ -2,11 +2,9 @@
 Per seed of an ablation DIR: EG-RL from its cold start and Embedder with the recipe's egrl settings under the
 JSON overrides (e.g. '{"max_steps": 108}'), into DIR/seed-N/egrl-NAME; rl holdout (by modality) and marks'
 binding of it, next to the cold start's and the ablation's EG-RL (their scores taken from DIR/seed-N/probe.json when
-ablation_seed.py wrote one). Session 18: BRANCH_MIN_P=x makes branch rollouts take the marks at least x times as likely
-as the best (EG-RL's own: egrl.min_p, which also filters the later sampled choices). rl split only."""
-import functools
+ablation_seed.py wrote one). Session 18: '{"branch_min_p": 0.001}' makes branch rollouts take the marks at least
+0.001 times as likely as the best (egrl.branch_min_p). rl split only."""
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,17 +13,7 @@ import holdout
 
 from embedrl.config import build_config
 from embedrl.experiment import ablation_recipe
-from embedrl.train import egrl
 from embedrl.train.egrl import EGRLStageConfig, train_egrl
-
-if "BRANCH_MIN_P" in os.environ:
-    branch_min_p = float(os.environ["BRANCH_MIN_P"])
-    plain_explore = egrl.explore_only_choices
-
-    def explore_with_branch_min_p(*args, **kwargs):
-        return plain_explore(*args, **{**kwargs, "min_p": branch_min_p})
-
-    egrl.explore_only_choices = functools.wraps(plain_explore)(explore_with_branch_min_p)
 
 root, name, extra = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 overrides, _ = ablation_recipe("tiny")
@@ -35,7 +23,7 @@ for seed in map(int, sys.argv[4:]):
     cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir=str(out), **{**overrides["egrl"], **extra})
     started = time.time()
     train_egrl(root / "prepared", base / "sft" / "model", emb, out, cfg)
-    res = {"train_s": time.time() - started, "overrides": extra, "branch_min_p": os.environ.get("BRANCH_MIN_P")}
+    res = {"train_s": time.time() - started, "overrides": extra}
     scored = json.loads((base / "probe.json").read_text()) if (base / "probe.json").exists() else {}
     for label, model in (("sft", base / "sft" / "model"), ("egrl", base / "egrl" / "model"), (name, out / "model")):
         if label in scored:
