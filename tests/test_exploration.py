@@ -69,6 +69,35 @@ def test_branch_min_p_sets_which_marks_the_branches_take():
     assert picks[0.001] == [DIGIT, DIGIT + 1, DIGIT + 2, DIGIT]
 
 
+def test_branch_modalities_give_each_side_its_modality_threshold():
+    """egrl.branch_modalities: the listed modalities' sides branch at branch_min_p, the others at min_p; the
+    trainer plans each row's modality before a generate, and the rows of one generate take their own."""
+    from embedrl.train.egrl import EGRLStageConfig
+    from embedrl.train.exploration import BranchExploration
+
+    config = EGRLStageConfig(output_dir="unused", exploration="branch", use_cpu=True, min_p=0.1,
+                             branch_min_p=0.001, branch_modalities=["image"])
+    assert [config.branch_threshold(m) for m in ("text", "image", "video")] == [0.1, 0.001, 0.1]
+    assert config.branch_threshold() == 0.1
+    assert EGRLStageConfig(output_dir="unused", use_cpu=True, min_p=0.1,
+                           branch_min_p=0.001).branch_threshold("video") == 0.001  # unset: every modality
+    with pytest.raises(ValueError, match="branch_modalities.*'audio'"):
+        EGRLStageConfig(output_dir="unused", use_cpu=True, branch_min_p=0.001, branch_modalities=["audio"])
+
+    processor = BranchExploration(MARK, [DIGIT, DIGIT + 1, DIGIT + 2], group_size=4, min_p=0.1,
+                                  min_p_by_modality={m: config.branch_threshold(m) for m in ("image", "video")})
+    processor.plan(["video"] * 4 + ["image"] * 4)
+    processor.start(torch.tensor([[1, 2]] * 8))
+    scores = _scores([-5.0, -5.0, -5.0, -5.0, -5.0, -5.0, -5.0, 2.0, 1.0, -2.0]).repeat(8, 1)  # p: .72 .26 .02
+    picks = [int(row.argmax()) for row in processor(torch.tensor([[WORD, MARK]] * 8), scores)]
+    assert picks == [DIGIT, DIGIT + 1, DIGIT, DIGIT + 1] + [DIGIT, DIGIT + 1, DIGIT + 2, DIGIT]
+    processor.start(torch.tensor([[1, 2]] * 4))  # a plan serves one generate: unplanned rows take min_p
+    assert processor.row_min_p.tolist() == pytest.approx([0.1] * 4)
+    processor.plan(["image"] * 4)
+    with pytest.raises(ValueError, match="4 rows' modalities for a batch of 8"):
+        processor.start(torch.tensor([[1, 2]] * 8))
+
+
 def test_sampled_rollouts_of_one_prompt_first_differ_at_a_choice_point(prepared_small, sft_reasoner):
     """With choice exploration the rollouts of one prompt are the greedy trace except where they choose:
     two rollouts agree token for token up to a region mark or a number, and differ first there."""

@@ -106,14 +106,25 @@ def test_egrl_runs_grpo_with_every_reward_component(prepared_small, trained_embe
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("exploration", ["choices", "branch"])
 def test_egrl_exploring_choices_moves_only_through_the_choices_advantages(prepared_small, trained_embedder,
-                                                                          sft_reasoner, tmp_path, exploration):
+                                                                          sft_reasoner, tmp_path, exploration,
+                                                                          monkeypatch):
     """exploration=choices (or branch) trains with trl's GRPO loss on per-token advantages (non-zero at the
     explored choices only); the run completes, logs its KL, and records how it trained."""
     from embedrl.config import build_config
-    from embedrl.train.egrl import EGRLStageConfig, train_egrl
+    from embedrl.models.reasoner import ReasonerPrompt
+    from embedrl.train.egrl import EGRLStageConfig, egrl_dataset, train_egrl
+    from embedrl.train.exploration import BranchExploration
 
+    branch = {"branch_min_p": 0.001, "branch_modalities": ["image"]} if exploration == "branch" else {}
+    ratios_taken, real_start = [], BranchExploration.start
+
+    def start(processor, prompt_ids):  # the real start; records the ratio each generated row took
+        real_start(processor, prompt_ids)
+        ratios_taken.extend(processor.row_min_p.tolist())
+
+    monkeypatch.setattr(BranchExploration, "start", start)
     config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=str(tmp_path), max_steps=2,
-                          exploration=exploration, temperature=1.0, save_strategy="no")
+                          exploration=exploration, temperature=1.0, min_p=0.1, save_strategy="no", **branch)
     result = train_egrl(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, tmp_path, config)
     assert len(result.history) == 2
     logged = json.loads((tmp_path / "trainer_log.json").read_text())
@@ -121,6 +132,14 @@ def test_egrl_exploring_choices_moves_only_through_the_choices_advantages(prepar
     assert any("kl" in entry for entry in logged)
     stage = json.loads((tmp_path / "model" / "embedrl.json").read_text())["stage"]
     assert stage["exploration"] == exploration and stage["choice_advantages_only"] is True
+    if exploration == "branch":  # each side's rows branched at its modality's threshold
+        assert stage["branch_min_p"] == {"text": 0.1, "image": 0.001, "video": 0.1}
+        sides = egrl_dataset(prepared_small, pairs_per_step=config.pairs_per_step, prompt=ReasonerPrompt.of_model(
+            sft_reasoner.out_dir / "model"), seed=config.seed)[1]
+        expected = [stage["branch_min_p"][side.modality] for side in sides[:len(ratios_taken) // config.num_generations]
+                    for _ in range(config.num_generations)]
+        assert {"image", "video"} <= {side.modality for side in sides[:len(expected)]}
+        assert ratios_taken == pytest.approx(expected)
 
 
 def test_egrl_raises_its_reward_on_the_groups_it_trains_on(prepared_small, trained_embedder, sft_reasoner, tmp_path):

@@ -30,10 +30,12 @@ from embedrl.models.embedder import Embedder, EmbedderInputs, load_embedder
 from embedrl.models.prefix_cache import embed_sides
 from embedrl.models.reasoner import ReasonerPrompt, reasoner_input, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
+from embedrl.tcot.format import MODALITIES as SIDE_MODALITIES
 from embedrl.train.checkpoint import completion_marker, resume_point, train_from
 from embedrl.train.embedder import build_side, load_pairs
 from embedrl.train.exploration import (
     EXPLORATION_MODES,
+    BranchExploration,
     ChoiceExploration,
     advantages_on_choices,
     explore_only_choices,
@@ -70,6 +72,9 @@ class EGRLStageConfig(trl.GRPOConfig):
                 "times as likely as the best one (None: min_p, which also filters the choices sampled after the "
                 "branch). Lower explores the regions the policy deems unlikely, which a cold start that copied its "
                 "teacher's misses needs (docs/STATUS.md, issue 3, session 18)"})
+    branch_modalities: list[str] | None = field(default=None, metadata={
+        "help": "with branch_min_p: the side modalities (text, image, video) whose branches take it; the sides of "
+                "the others branch at min_p (None: every side takes branch_min_p)"})
     choice_advantages_only: bool = field(default=True, metadata={
         "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the "
                 "others are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
@@ -80,6 +85,9 @@ class EGRLStageConfig(trl.GRPOConfig):
             raise ValueError(f"egrl.exploration={self.exploration!r}: expected one of {EXPLORATION_MODES}")
         if self.branch_min_p is not None and not 0.0 <= self.branch_min_p <= 1.0:
             raise ValueError(f"egrl.branch_min_p={self.branch_min_p}: expected a ratio in [0, 1] (or null: min_p)")
+        unknown = sorted(set(self.branch_modalities or ()) - set(SIDE_MODALITIES))
+        if unknown:
+            raise ValueError(f"egrl.branch_modalities: unknown modalities {unknown}; expected some of {SIDE_MODALITIES}")
         self.reward_weights = [self.format_weight, self.process_weight, self.outcome_weight]
         self.shuffle_dataset = False  # batches are whole groups, laid out in order by egrl_dataset
         self.remove_unused_columns = False
@@ -89,9 +97,11 @@ class EGRLStageConfig(trl.GRPOConfig):
         self.steps_per_generation = 1
         super().__post_init__()
 
-    def branch_threshold(self) -> float:
-        """The ratio to the best mark's probability above which branch rollouts take a region."""
-        if self.branch_min_p is not None:
+    def branch_threshold(self, modality: str | None = None) -> float:
+        """The ratio to the best mark's probability above which the branch rollouts of a side of `modality`
+        take a region (modality None: the ratio of a side whose modality `branch_modalities` does not list)."""
+        takes_own = self.branch_modalities is None or modality in self.branch_modalities
+        if self.branch_min_p is not None and takes_own:
             return self.branch_min_p
         return self.min_p if self.min_p is not None else 0.1
 
@@ -117,7 +127,8 @@ def egrl_dataset(data_root, *, pairs_per_step: int, prompt: ReasonerPrompt, seed
         for i, pair in enumerate(full[g]):
             for role, ref in (("query", pair.query), ("target", pair.positive)):
                 messages, images = reasoner_input(ref, role, store, prompt)
-                rows.append({"prompt": messages, "images": images, "side": len(sides), "pair_index": i, "role": role})
+                rows.append({"prompt": messages, "images": images, "side": len(sides), "pair_index": i, "role": role,
+                             "modality": ref.modality})
                 sides.append(ref)
     return rows, sides
 
@@ -226,15 +237,21 @@ class EGRLRewards:
 
 
 class ChoiceGRPOTrainer(trl.GRPOTrainer):
-    """trl's GRPO whose policy-gradient term falls on the choice tokens of each completion only, the tokens
-    the rollouts sampled (`egrl.exploration: choices`); the KL to the reference stays on every token."""
+    """trl's GRPO with rollouts that explore the trace's choices only (`egrl.exploration: choices` or
+    `branch`): tells branch rollouts the modality of each side, and with `advantages_only` puts the
+    policy-gradient term on the choice tokens of each completion only, the tokens the rollouts sampled
+    (the KL to the reference stays on every token)."""
 
-    def __init__(self, *args, choices: ChoiceExploration, **kwargs):
+    def __init__(self, *args, choices: ChoiceExploration, advantages_only: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.choices = choices
+        self.advantages_only = advantages_only
 
     def _generate_and_score_completions(self, inputs):
-        return advantages_on_choices(super()._generate_and_score_completions(inputs), self.choices)
+        if isinstance(self.choices, BranchExploration):
+            self.choices.plan([row["modality"] for row in inputs])
+        batch = super()._generate_and_score_completions(inputs)
+        return advantages_on_choices(batch, self.choices) if self.advantages_only else batch
 
 
 class StepTimes(transformers.TrainerCallback):
@@ -317,10 +334,10 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     trainer_class, choice_kwargs = trl.GRPOTrainer, {}
     if config.exploration in ("choices", "branch"):
         choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
-                                       group_size=config.num_generations,
-                                       min_p=config.branch_threshold())
-        if config.choice_advantages_only:
-            trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"choices": choices}
+                                       group_size=config.num_generations, min_p=config.branch_threshold(),
+                                       min_p_by_modality={m: config.branch_threshold(m) for m in SIDE_MODALITIES})
+        trainer_class = ChoiceGRPOTrainer
+        choice_kwargs = {"choices": choices, "advantages_only": config.choice_advantages_only}
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
     trainer = trainer_class(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
                             processing_class=processor,
@@ -336,6 +353,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     meta["stage"] = {"name": "eg_rl", "base_model": str(reasoner_dir), "embedder": str(embedder_dir),
                      "reward_weights": config.reward_weights, "judge": config.judge,
                      "exploration": config.exploration,
+                     **({"branch_min_p": choices.min_p_by_modality} if config.exploration == "branch" else {}),
                      "choice_advantages_only": config.exploration != "all" and config.choice_advantages_only}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")

@@ -26,7 +26,8 @@ loss on every token.)
 `BranchExploration` (`egrl.exploration: branch`) makes the G rollouts of a side compare the alternatives
 of its first region mark instead of sampling it: greedy up to that mark, where the j-th rollout of the
 side takes the j-th most likely region (among those at least `min_p` times as likely as the best, taken
-in turn when there are fewer than G), then choices sampled as above. Sampled rollouts of a tiny
+in turn when there are fewer than G; the ratio may differ by the side's modality), then choices sampled
+as above. Sampled rollouts of a tiny
 Reasoner gave GRPO a noise-dominated signal (the reward edge of a rollout naming the detail was +0.42
 sigma, and each group is seen once: docs/STATUS.md, issue 3, session 9); branching removes the
 sampling of that choice, so a side's reward spread is the difference its region choice makes, and the
@@ -73,16 +74,26 @@ class BranchExploration(ChoiceExploration):
     batch come as blocks of `group_size` copies of one prompt (trl's layout: G rollouts per prompt, in a row);
     call `start(prompt_ids)` before each `generate` (`explore_only_choices` does): it numbers the copies.
     (Copies are told by position, not by content: two sides can share every prompt token and differ only
-    in their images.)"""
+    in their images.) A side branches among the marks at least `min_p` times as likely as its best mark, or
+    `min_p_by_modality[m]` times for a side of modality m; the trainer tells the rows' modalities with
+    `plan(modalities)` before a generate (without it, every row takes `min_p`)."""
 
-    def __init__(self, mark_token_id: int, number_token_ids: list[int], *, group_size: int, min_p: float = 0.1):
+    def __init__(self, mark_token_id: int, number_token_ids: list[int], *, group_size: int, min_p: float = 0.1,
+                 min_p_by_modality: dict[str, float] | None = None):
         super().__init__(mark_token_id, number_token_ids)
         if group_size < 1:
             raise ValueError(f"BranchExploration: group_size must be >= 1, got {group_size}")
         self.group_size = group_size
         self.min_p = min_p
+        self.min_p_by_modality = dict(min_p_by_modality or {})
         self.copy_index = torch.zeros(0, dtype=torch.long)
         self.branched = torch.zeros(0, dtype=torch.bool)
+        self.row_min_p = torch.zeros(0)
+        self._planned: list[str] | None = None
+
+    def plan(self, modalities: list[str]) -> None:
+        """The modality of each row of the next `generate`, in its row order (trl's: G copies per prompt)."""
+        self._planned = list(modalities)
 
     def start(self, prompt_ids: torch.Tensor) -> None:
         rows, g = prompt_ids.shape[0], self.group_size
@@ -95,6 +106,12 @@ class BranchExploration(ChoiceExploration):
             raise ValueError(f"BranchExploration: rows {first}..{first + g - 1} are not {g} copies of one prompt")
         self.copy_index = torch.arange(rows, device=prompt_ids.device) % g
         self.branched = torch.zeros(rows, dtype=torch.bool, device=prompt_ids.device)
+        planned, self._planned = self._planned, None
+        if planned is not None and len(planned) != rows:
+            raise ValueError(f"BranchExploration: planned {len(planned)} rows' modalities for a batch of {rows}")
+        ratios = [self.min_p_by_modality.get(m, self.min_p) for m in planned] if planned is not None \
+            else [self.min_p] * rows
+        self.row_min_p = torch.tensor(ratios, dtype=torch.float32, device=prompt_ids.device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.copy_index.shape[0] != input_ids.shape[0]:
@@ -104,7 +121,8 @@ class BranchExploration(ChoiceExploration):
         out = torch.where(self.branched[:, None], super().__call__(input_ids, scores), _greedy(scores))
         if branch_now.any():
             probs = scores.softmax(dim=-1)
-            plausible = (probs >= self.min_p * probs.max(dim=-1, keepdim=True).values).sum(dim=-1).clamp(min=1)
+            threshold = self.row_min_p.to(probs.dtype)[:, None] * probs.max(dim=-1, keepdim=True).values
+            plausible = (probs >= threshold).sum(dim=-1).clamp(min=1)
             ranked = scores.argsort(dim=-1, descending=True)
             pick = ranked.gather(1, (self.copy_index % plausible)[:, None])
             forced = torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
@@ -142,14 +160,14 @@ def choice_exploration(tokenizer) -> ChoiceExploration:
 
 
 def explore_only_choices(model, tokenizer, *, branch: bool = False, group_size: int = 1,
-                         min_p: float = 0.1) -> ChoiceExploration:
+                         min_p: float = 0.1, min_p_by_modality: dict[str, float] | None = None) -> ChoiceExploration:
     """Make the model's `generate` (as trl calls it) sample only at choice points, or with `branch` branch
     at the first region mark (`BranchExploration`, each prompt in `group_size` consecutive copies); returns
     the processor."""
     processor = choice_exploration(tokenizer)
     if branch:
         processor = BranchExploration(processor.mark_token_id, processor.number_token_ids.tolist(),
-                                      group_size=group_size, min_p=min_p)
+                                      group_size=group_size, min_p=min_p, min_p_by_modality=min_p_by_modality)
     plain_generate = model.generate
 
     def generate(*args, **kwargs):
