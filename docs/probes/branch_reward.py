@@ -28,7 +28,7 @@ cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir="/tmp/
 rows, sides, store, rewards, reasoner = _rl_sampling(root / "prepared", model_dir, root / f"seed-{seed}" / "embedder" /
                                                      "model", cfg, ".branch_reward.jsonl")
 g, per_group = cfg.num_generations, 2 * cfg.pairs_per_step
-branch_min_p = cfg.branch_threshold()  # which marks the branches take, as in train_egrl
+branch_min_p = cfg.branch_threshold("image")  # which marks the image sides' branches take, as in train_egrl
 explore_only_choices(reasoner.model, reasoner.processor.tokenizer, branch=True, group_size=g, min_p=branch_min_p)
 stats = {"teacher_sees": [], "teacher_misses": []}
 for index in range(n_groups):

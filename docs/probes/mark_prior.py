@@ -2,7 +2,7 @@
 Where a Reasoner's first region mark puts its probability, on the rl image sides with one dotted region: the
 groups EG-RL trains on (the first max_steps of its order) and the held-out ones, split by whether the teacher
 sees the dot (`sees_dot`). Per split: sides, greedy first mark on the dot, mean p(dot) at the first mark, and
-how often the dot is among the marks branch rollouts take (p >= egrl.branch_threshold() x the best one's; with G = 8 rollouts).
+how often the dot is among the marks branch rollouts take (p >= the branch threshold of image sides x the best one's; with G = 8 rollouts).
 Written next to each model (its parent directory, mark_prior.json). rl split only."""
 import json
 import sys
@@ -85,7 +85,7 @@ for model_dir in sys.argv[3:]:
                 marks = np.array([p[digit[k]] for k in range(1, regions + 1)])
                 dot_p.append(marks[mark - 1])
                 greedy_dot.append(int(marks.argmax()) + 1 == mark)
-                plausible = np.flatnonzero(marks >= cfg.branch_threshold() * marks.max())
+                plausible = np.flatnonzero(marks >= cfg.branch_threshold("image") * marks.max())
                 in_branch.append(mark - 1 in plausible[np.argsort(-marks[plausible])][:cfg.num_generations])
                 n_regions.append(regions)
             res[f"{split}/{label}"] = {"sides": len(idx), "greedy_dot": float(np.mean(greedy_dot)),
