@@ -195,6 +195,25 @@ def test_branch_rollouts_take_the_ranked_alternatives_at_the_first_mark_only():
     assert all(int(row.argmax()) == WORD and torch.isinf(row).sum() == 9 for row in out)
 
 
+def test_branch_then_greedy_explores_and_credits_the_first_mark_only():
+    """sample_after=False (egrl.sample_after_branch): after the branch every token is greedy, a later choice
+    point too, and the policy gradient's mask holds the first mark's region token alone."""
+    from embedrl.train.exploration import BranchExploration
+
+    processor = BranchExploration(MARK, [DIGIT, DIGIT + 1, DIGIT + 2], group_size=2, min_p=0.1, sample_after=False)
+    processor.start(torch.tensor([[1, 2]] * 2))
+    at_mark = _scores([-5.0, -5.0, -5.0, -5.0, -5.0, -5.0, -5.0, 2.0, 1.0, -9.0]).repeat(2, 1)
+    picks = [int(row.argmax()) for row in processor(torch.tensor([[WORD, MARK]] * 2), at_mark.clone())]
+    assert picks == [DIGIT, DIGIT + 1]
+    out = processor(torch.tensor([[DIGIT, MARK]] * 2), at_mark.clone())  # a later mark: greedy now
+    assert all(int(row.argmax()) == DIGIT and torch.isinf(row).sum() == 9 for row in out)
+    completions = torch.tensor([[WORD, MARK, DIGIT + 1, WORD, DIGIT, MARK, DIGIT],
+                                [DIGIT, WORD, WORD, MARK, DIGIT, WORD, WORD]])
+    assert processor.choice_mask(completions).tolist() == [[0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0]]
+    sampled = BranchExploration(MARK, [DIGIT, DIGIT + 1, DIGIT + 2], group_size=2)  # default: numbers too
+    assert sampled.choice_mask(completions).tolist() == [[0, 0, 1, 0, 1, 0, 1], [1, 0, 0, 0, 1, 0, 0]]
+
+
 def test_branch_copies_are_numbered_by_position_not_by_prompt_text():
     """Two sides can share every prompt token and differ only in their images: each block of G rows is one
     side's copies, numbered 0..G-1 (numbering by content gave the second side ranks G..2G-1, and greedy

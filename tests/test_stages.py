@@ -133,7 +133,7 @@ def test_egrl_exploring_choices_moves_only_through_the_choices_advantages(prepar
     stage = json.loads((tmp_path / "model" / "embedrl.json").read_text())["stage"]
     assert stage["exploration"] == exploration and stage["choice_advantages_only"] is True
     if exploration == "branch":  # each side's rows branched at its modality's threshold
-        assert stage["branch_min_p"] == {"text": 0.1, "image": 0.001, "video": 0.1}
+        assert stage["branch_min_p"] == {"text": 0.1, "image": 0.001, "video": 0.1} and stage["sample_after_branch"]
         sides = egrl_dataset(prepared_small, pairs_per_step=config.pairs_per_step, prompt=ReasonerPrompt.of_model(
             sft_reasoner.out_dir / "model"), seed=config.seed)[1]
         expected = [stage["branch_min_p"][side.modality] for side in sides[:len(ratios_taken) // config.num_generations]

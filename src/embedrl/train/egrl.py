@@ -75,6 +75,11 @@ class EGRLStageConfig(trl.GRPOConfig):
     branch_modalities: list[str] | None = field(default=None, metadata={
         "help": "with branch_min_p: the side modalities (text, image, video) whose branches take it; the sides of "
                 "the others branch at min_p (None: every side takes branch_min_p)"})
+    sample_after_branch: bool = field(default=True, metadata={
+        "help": "with exploration=branch: sample the choices after the first region mark (key frames, counts); "
+                "false: greedy, so the rollouts of a side differ in their first mark only and the policy gradient "
+                "falls on it alone (a tiny Reasoner that cannot see the key frame learns a frame prior from them: "
+                "docs/STATUS.md, issue 3, session 19)"})
     choice_advantages_only: bool = field(default=True, metadata={
         "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the "
                 "others are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
@@ -335,7 +340,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     if config.exploration in ("choices", "branch"):
         choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
                                        group_size=config.num_generations, min_p=config.branch_threshold(),
-                                       min_p_by_modality={m: config.branch_threshold(m) for m in SIDE_MODALITIES})
+                                       min_p_by_modality={m: config.branch_threshold(m) for m in SIDE_MODALITIES},
+                                       sample_after_branch=config.sample_after_branch)
         trainer_class = ChoiceGRPOTrainer
         choice_kwargs = {"choices": choices, "advantages_only": config.choice_advantages_only}
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
@@ -353,7 +359,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     meta["stage"] = {"name": "eg_rl", "base_model": str(reasoner_dir), "embedder": str(embedder_dir),
                      "reward_weights": config.reward_weights, "judge": config.judge,
                      "exploration": config.exploration,
-                     **({"branch_min_p": choices.min_p_by_modality} if config.exploration == "branch" else {}),
+                     **({"branch_min_p": choices.min_p_by_modality, "sample_after_branch": choices.sample_after}
+                        if config.exploration == "branch" else {}),
                      "choice_advantages_only": config.exploration != "all" and config.choice_advantages_only}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")

@@ -76,15 +76,18 @@ class BranchExploration(ChoiceExploration):
     (Copies are told by position, not by content: two sides can share every prompt token and differ only
     in their images.) A side branches among the marks at least `min_p` times as likely as its best mark, or
     `min_p_by_modality[m]` times for a side of modality m; the trainer tells the rows' modalities with
-    `plan(modalities)` before a generate (without it, every row takes `min_p`)."""
+    `plan(modalities)` before a generate (without it, every row takes `min_p`). With `sample_after` False the
+    choices after the branch are greedy too: the copies differ in their first mark only, and `choice_mask`
+    marks that token alone."""
 
     def __init__(self, mark_token_id: int, number_token_ids: list[int], *, group_size: int, min_p: float = 0.1,
-                 min_p_by_modality: dict[str, float] | None = None):
+                 min_p_by_modality: dict[str, float] | None = None, sample_after: bool = True):
         super().__init__(mark_token_id, number_token_ids)
         if group_size < 1:
             raise ValueError(f"BranchExploration: group_size must be >= 1, got {group_size}")
         self.group_size = group_size
         self.min_p = min_p
+        self.sample_after = sample_after
         self.min_p_by_modality = dict(min_p_by_modality or {})
         self.copy_index = torch.zeros(0, dtype=torch.long)
         self.branched = torch.zeros(0, dtype=torch.bool)
@@ -118,7 +121,8 @@ class BranchExploration(ChoiceExploration):
             raise RuntimeError("BranchExploration: call start(prompt_ids) before generating")
         after_mark = input_ids[:, -1] == self.mark_token_id
         branch_now = after_mark & ~self.branched
-        out = torch.where(self.branched[:, None], super().__call__(input_ids, scores), _greedy(scores))
+        after_branch = super().__call__(input_ids, scores) if self.sample_after else _greedy(scores)
+        out = torch.where(self.branched[:, None], after_branch, _greedy(scores))
         if branch_now.any():
             probs = scores.softmax(dim=-1)
             threshold = self.row_min_p.to(probs.dtype)[:, None] * probs.max(dim=-1, keepdim=True).values
@@ -129,6 +133,15 @@ class BranchExploration(ChoiceExploration):
             out = torch.where(branch_now[:, None], forced, out)
             self.branched = self.branched | branch_now
         return out
+
+    def choice_mask(self, completion_ids: torch.Tensor) -> torch.Tensor:
+        """As `ChoiceExploration.choice_mask`; with `sample_after` False only the token after the first mark
+        (the branch, the one choice the copies made)."""
+        if self.sample_after:
+            return super().choice_mask(completion_ids)
+        after_mark = torch.zeros_like(completion_ids, dtype=torch.bool)
+        after_mark[:, 1:] = completion_ids[:, :-1] == self.mark_token_id
+        return (after_mark & (after_mark.cumsum(dim=1) == 1)).long()
 
 
 def _greedy(scores: torch.Tensor) -> torch.Tensor:
@@ -160,14 +173,16 @@ def choice_exploration(tokenizer) -> ChoiceExploration:
 
 
 def explore_only_choices(model, tokenizer, *, branch: bool = False, group_size: int = 1,
-                         min_p: float = 0.1, min_p_by_modality: dict[str, float] | None = None) -> ChoiceExploration:
+                         min_p: float = 0.1, min_p_by_modality: dict[str, float] | None = None,
+                         sample_after_branch: bool = True) -> ChoiceExploration:
     """Make the model's `generate` (as trl calls it) sample only at choice points, or with `branch` branch
     at the first region mark (`BranchExploration`, each prompt in `group_size` consecutive copies); returns
     the processor."""
     processor = choice_exploration(tokenizer)
     if branch:
         processor = BranchExploration(processor.mark_token_id, processor.number_token_ids.tolist(),
-                                      group_size=group_size, min_p=min_p, min_p_by_modality=min_p_by_modality)
+                                      group_size=group_size, min_p=min_p, min_p_by_modality=min_p_by_modality,
+                                      sample_after=sample_after_branch)
     plain_generate = model.generate
 
     def generate(*args, **kwargs):
