@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import holdout
 import numpy as np
 
 from embedrl.config import build_config
@@ -34,11 +35,7 @@ stats = {"teacher_sees": [], "teacher_misses": []}
 for index in range(n_groups):
     group = rows[index * per_group:(index + 1) * per_group]
     refs = [sides[r["side"]] for r in group]
-    texts = reasoner.generate([r for r in refs for _ in range(g)], [r["role"] for r in group for _ in range(g)],
-                              store, do_sample=True, temperature=cfg.temperature, min_p=cfg.min_p,
-                              batch_size=128, resolve=False)
-    columns = {k: [r[k] for r in group for _ in range(g)] for k in ("side", "pair_index", "role")}
-    outcome = np.array(rewards._compute(texts, columns)["outcome"]).reshape(per_group, g)
+    texts, outcome = holdout.branch_rollouts(reasoner, rewards, store, group, sides, cfg)
     for s, ref in enumerate(refs):
         found = single_detail(ref.scene or {}) if ref.media_kind == "image" else None
         if not found:
@@ -55,14 +52,6 @@ for index in range(n_groups):
                            "adv_dot": float(adv[on_dot].mean()) if on_dot.any() else None,
                            "adv_rest": float(adv[~on_dot].mean()) if (~on_dot).any() else None,
                            "spread": float(r.std())})
-summary = {}
-for key, items in stats.items():
-    def mean(field, items=items):
-        values = [i[field] for i in items if i[field] is not None]
-        return float(np.mean(values)) if values else None
-    summary[key] = {"sides": len(items), **{f: mean(f) for f in ("explored", "dot_explored", "dot_best",
-                                                                  "dot_strictly_best", "adv_dot", "adv_rest",
-                                                                  "spread")}}
-    print(model_dir, key, json.dumps(summary[key]), flush=True)
+summary = holdout.summarize(stats, ("explored", "dot_explored", "dot_best", "dot_strictly_best", "adv_dot", "adv_rest", "spread"), model_dir)
 (root / f"seed-{seed}" / f"branch_reward-{branch_min_p:g}.json").write_text(json.dumps({"model": model_dir, "groups": n_groups, "branch_min_p": branch_min_p,
                                                                       **summary}, indent=1))

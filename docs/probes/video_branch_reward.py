@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+import holdout
 import numpy as np
 
 from embedrl.config import build_config
@@ -36,11 +37,7 @@ for index in range(n_groups):
     refs = [sides[r["side"]] for r in group]
     if not any(ref.media_kind == "video" for ref in refs):
         continue
-    texts = reasoner.generate([r for r in refs for _ in range(g)], [r["role"] for r in group for _ in range(g)],
-                              store, do_sample=True, temperature=cfg.temperature, min_p=cfg.min_p,
-                              batch_size=128, resolve=False)
-    columns = {k: [r[k] for r in group for _ in range(g)] for k in ("side", "pair_index", "role")}
-    outcome = np.array(rewards._compute(texts, columns)["outcome"]).reshape(per_group, g)
+    texts, outcome = holdout.branch_rollouts(reasoner, rewards, store, group, sides, cfg)
     for s, ref in enumerate(refs):
         if ref.media_kind != "video":
             continue
@@ -63,15 +60,7 @@ for index in range(n_groups):
                            "frame_ok": float(np.mean(frame_ok)),
                            "adv_frame_ok": float(adv[np.array(frame_ok)].mean()) if any(frame_ok) else None,
                            "spread": float(r.std())})
-summary = {}
-for key, items in stats.items():
-    def mean(field, items=items):
-        values = [i[field] for i in items if i[field] is not None]
-        return float(np.mean(values)) if values else None
-    summary[key] = {"sides": len(items), **{f: mean(f) for f in ("explored", "object_explored", "object_best",
-                                                                  "adv_object", "adv_rest", "frame_ok",
-                                                                  "adv_frame_ok", "spread")}}
-    print(model_dir, key, json.dumps(summary[key]), flush=True)
+summary = holdout.summarize(stats, ("explored", "object_explored", "object_best", "adv_object", "adv_rest", "frame_ok", "adv_frame_ok", "spread"), model_dir)
 name = "-".join(f"{k}={v}" for k, v in sorted(extra.items())) or "recipe"
 (root / f"seed-{seed}" / f"video_branch_reward-{name}.json").write_text(
     json.dumps({"model": model_dir, "groups": n_groups, "overrides": extra, **summary}, indent=1) + "\n")
