@@ -18,7 +18,8 @@ for pairs in load_pairs(prepared, "rl").values():
     for ref, role in ((p.query, "query"), (p.positive, "target")):
         kinds = [r.media_kind for r in refs]
         if ref.media_kind in ("video", "image") and kinds.count(ref.media_kind) < 3:
-            refs.append(ref); roles.append(role)
+            refs.append(ref)
+            roles.append(role)
 reasoner = Reasoner.load(model_dir, max_new_tokens=96)
 reasoner.model.eval()
 texts = reasoner.generate(refs, roles, store, batch_size=64, resolve=False)
@@ -29,7 +30,8 @@ def logps(indices):
     prompts, images = [], []
     for i in indices:
         prompt, media = reasoner.chat_input(refs[i], roles[i], store)
-        prompts.append(prompt + texts[i]); images.extend(media)
+        prompts.append(prompt + texts[i])
+        images.extend(media)
     batch = reasoner.processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
     with torch.no_grad():
         logits = reasoner.model(**batch).logits
@@ -45,5 +47,5 @@ def logps(indices):
 together = logps(list(range(len(refs))))
 for i, ref in enumerate(refs):
     alone = logps([i])[0]
-    print(ref.media_kind, "tokens", alone.numel(), "sum alone %.3f together %.3f max|diff| %.4f" % (
-        alone.sum(), together[i].sum(), (alone - together[i]).abs().max()))
+    print(ref.media_kind, "tokens", alone.numel(), f"sum alone {alone.sum():.3f} together {together[i].sum():.3f}",
+          f"max|diff| {(alone - together[i]).abs().max():.4f}")
