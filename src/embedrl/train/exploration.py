@@ -62,10 +62,14 @@ class ChoiceExploration(LogitsProcessor):
         """1 at the tokens of completions [N, T] that were choices: the token after a mark, and every number.
         (A number is only ever written where a number was most likely, a choice point; a non-number sampled
         at such a point is the one choice this cannot see, and min_p makes it rare.)"""
-        after_mark = torch.zeros_like(completion_ids, dtype=torch.bool)
-        after_mark[:, 1:] = completion_ids[:, :-1] == self.mark_token_id
         numbers = torch.isin(completion_ids, self.number_token_ids.to(completion_ids.device))
-        return (after_mark | numbers).long()
+        return (self.after_mark(completion_ids) | numbers).long()
+
+    def after_mark(self, completion_ids: torch.Tensor) -> torch.Tensor:
+        """True at the tokens of completions [N, T] that follow a mark token (the region choices)."""
+        after = torch.zeros_like(completion_ids, dtype=torch.bool)
+        after[:, 1:] = completion_ids[:, :-1] == self.mark_token_id
+        return after
 
 
 class BranchExploration(ChoiceExploration):
@@ -112,8 +116,8 @@ class BranchExploration(ChoiceExploration):
         planned, self._planned = self._planned, None
         if planned is not None and len(planned) != rows:
             raise ValueError(f"BranchExploration: planned {len(planned)} rows' modalities for a batch of {rows}")
-        ratios = [self.min_p_by_modality.get(m, self.min_p) for m in planned] if planned is not None \
-            else [self.min_p] * rows
+        modalities = planned if planned is not None else [None] * rows
+        ratios = [self.min_p_by_modality.get(m, self.min_p) for m in modalities]
         self.row_min_p = torch.tensor(ratios, dtype=torch.float32, device=prompt_ids.device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -139,8 +143,7 @@ class BranchExploration(ChoiceExploration):
         (the branch, the one choice the copies made)."""
         if self.sample_after:
             return super().choice_mask(completion_ids)
-        after_mark = torch.zeros_like(completion_ids, dtype=torch.bool)
-        after_mark[:, 1:] = completion_ids[:, :-1] == self.mark_token_id
+        after_mark = self.after_mark(completion_ids)
         return (after_mark & (after_mark.cumsum(dim=1) == 1)).long()
 
 
