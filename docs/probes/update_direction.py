@@ -1,14 +1,17 @@
 """Session 20. Usage: python docs/probes/update_direction.py DIR SEED JSON KINDS STEPS
-Does one EG-RL update move each side's first region mark the way its advantages say? From seed SEED's cold start,
-EG-RL (recipe egrl settings under the JSON overrides) on the first STEPS groups of the kind among those EG-RL
-trains on (KINDS: `all` or a comma-separated list of group modalities, as the rl holdout reports them: `image`,
-`video`, `visdoc`), recording every rollout's first
-mark and its advantage there. Before and after the update, on the cold start's greedy prefix up to each side's
-first `#`: the log-probability of every region digit. Per (side, region) that the rollouts took: the summed
-advantage of those rollouts and the change of the region's log-probability. A policy gradient that works raises
-the regions with positive advantage against those with negative. On the
-clip sides, and on held-out clip sides (the last 64 groups). rl split only."""
+Does EG-RL's update move each side's first region mark the way its advantages say? From seed SEED's cold start,
+EG-RL (recipe egrl settings under the JSON overrides) on the first STEPS groups of the given kinds among those EG-RL
+trains on (KINDS: `all`, or a comma-separated list of group modalities as the rl holdout reports them: `image`,
+`video`, `visdoc`), into a fresh /tmp/update_direction-KINDS-STEPS, recording every rollout's first mark and its
+advantage there. Before and after, on the cold start's greedy prefix up to each side's first `#`: the
+log-probability of every region digit. Per (side, region) the rollouts took: the summed advantage of those rollouts
+against the change of the region's log-probability (`video`: clip sides, `image`: every other side); a policy
+gradient that works raises the regions with positive advantage against the rest. On the sides where one region is
+right (a clip's flashing object in view, an image's one dotted region): its mean probability before and after, on
+the trained sides and on the held-out ones (the last 64 groups), a continuous view of the rl holdout's pointer.
+Into DIR/seed-SEED/update_direction-KINDS-STEPS-<overrides>.json. rl split only."""
 import json
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +30,7 @@ root, seed, extra, kind, steps = Path(sys.argv[1]), int(sys.argv[2]), json.loads
 overrides, _ = ablation_recipe("tiny")
 base = root / f"seed-{seed}"
 out = Path(f"/tmp/update_direction-{kind}-{steps}")
+shutil.rmtree(out, ignore_errors=True)  # a finished run there would be resumed, not trained again
 cfg = build_config(egrl.EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir=str(out), **{**overrides["egrl"], **extra})
 cold = base / "sft" / "model"
 rows, sides = egrl.egrl_dataset(root / "prepared", pairs_per_step=cfg.pairs_per_step,
@@ -147,4 +151,5 @@ for name, lps in (("held_out_digits_before", held_before), ("held_out_digits_aft
 positive = [r["region"] for r in recorded if r["adv"] > 0 and r["region"]]
 summary["positive_regions"] = np.bincount(positive, minlength=10)[1:].tolist()
 print(json.dumps(summary, indent=1))
-(base / f"update_direction-{kind}-{steps}.json").write_text(json.dumps(summary, indent=1) + "\n")
+name = "-".join(f"{k}={v}" for k, v in sorted(extra.items())).replace(" ", "")
+(base / f"update_direction-{kind}-{steps}-{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
