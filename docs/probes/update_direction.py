@@ -24,6 +24,7 @@ from embedrl.config import build_config
 from embedrl.data.sides import MediaStore
 from embedrl.experiment import _group_modality, ablation_recipe
 from embedrl.models.reasoner import Reasoner
+from embedrl.tcot.teachers import flash_frame
 from embedrl.train.perception import single_detail
 
 root, seed, extra, kind, steps = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], int(sys.argv[5])
@@ -106,7 +107,7 @@ for side, regions in by_side.items():
     if before[i] is None or len(regions) < 2:
         continue
     for k, adv in regions.items():
-        pairs[sides[side].media_kind if sides[side].media_kind in pairs else "image"].append(
+        pairs["video" if sides[side].media_kind == "video" else "image"].append(
             (adv, after[i][k - 1] - before[i][k - 1]))
 
 
@@ -114,9 +115,7 @@ def right_region(ref):
     """The region a first mark should name: a clip's flashing object when the flash is in view, an image's one
     dotted region; None otherwise."""
     if ref.media_kind == "video":
-        scene, event = ref.scene, ref.scene["event"]
-        first, last = scene.get("segment") or (1, scene["num_frames"])
-        return event["object"] + 1 if first <= event["frame"] <= last else None
+        return ref.scene["event"]["object"] + 1 if flash_frame(ref.scene) is not None else None
     found = single_detail(ref.scene or {}) if ref.media_kind == "image" else None
     return found[1] if found else None
 

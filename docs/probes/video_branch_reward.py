@@ -17,7 +17,7 @@ import numpy as np
 from embedrl.config import build_config
 from embedrl.experiment import _rl_sampling, ablation_recipe
 from embedrl.tcot.regions import first_mark
-from embedrl.tcot.teachers import sees_flash
+from embedrl.tcot.teachers import flash_frame, sees_flash
 from embedrl.train.egrl import EGRLStageConfig
 from embedrl.train.exploration import explore_only_choices
 
@@ -42,13 +42,13 @@ for index in range(n_groups):
         if ref.media_kind != "video":
             continue
         scene, event = ref.scene, ref.scene["event"]
-        first, last = scene.get("segment") or (1, scene["num_frames"])
-        if not first <= event["frame"] <= last:
+        frame_shown = flash_frame(scene)
+        if frame_shown is None:
             continue
         side_texts = texts[s * g:(s + 1) * g]
         marks = np.array([first_mark(t) or 0 for t in side_texts])
         frames = [re.search(r"frame (\d+)", t) for t in side_texts]
-        frame_ok = [bool(f) and int(f.group(1)) == event["frame"] - first + 1 for f in frames]
+        frame_ok = [bool(f) and int(f.group(1)) == frame_shown for f in frames]
         r = outcome[s]
         adv = (r - r.mean()) / (r.std() + 1e-4)
         on_object = marks == event["object"] + 1

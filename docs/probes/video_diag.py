@@ -5,7 +5,7 @@ from collections import Counter
 from pathlib import Path
 from embedrl.data.sides import MediaStore
 from embedrl.models.reasoner import Reasoner
-from embedrl.tcot.teachers import sees_flash
+from embedrl.tcot.teachers import flash_frame, sees_flash
 from embedrl.train.embedder import load_pairs
 
 prepared = Path(sys.argv[1])  # prepared data of data seed 0, e.g. an ablation DIR/prepared
@@ -24,8 +24,8 @@ for model in sys.argv[2:]:
     stats = Counter()
     for ref, text in zip(refs, texts):
         scene = ref.scene; ev = scene["event"]
-        first, last = scene.get("segment") or (1, scene["num_frames"])
-        in_view = first <= ev["frame"] <= last
+        frame_shown = flash_frame(scene)
+        in_view = frame_shown is not None
         flashing = scene["objects"][ev["object"]]
         teacher_sees = in_view and sees_flash(flashing)
         m = re.search(r"#(\d+)", text); mark = int(m.group(1)) if m else None
@@ -35,6 +35,6 @@ for model in sys.argv[2:]:
         stats[key] += 1
         stats[f"{key}_{kind}"] += 1
         if mark == ev["object"] + 1: stats[f"{key}_obj_ok"] += 1
-        if kind == "flash" and frame == ev["frame"] - first + 1: stats[f"{key}_frame_ok"] += 1
+        if kind == "flash" and frame == frame_shown: stats[f"{key}_frame_ok"] += 1
     print(model, json.dumps(dict(sorted(stats.items()))))
     print("  e.g.", [t[:90] for t in texts[:3]])
