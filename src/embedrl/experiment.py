@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -454,9 +455,67 @@ def _summarise(per_seed: dict[str, list[dict]], runs: list[SeedRun], profile: st
                             for k in results[0]["trace_stats"]},
         }
     return {"profile": profile, "data_seed": data_seed, "seeds": [r.seed for r in runs], "variants": variants,
+            "target": ablation_target(variants),
             "pre_rl_check": [r.pre_rl_check for r in runs], "mark_binding": [r.binding for r in runs],
             "reward_by_step": [r.reward_history for r in runs],
             "timings": [r.timings for r in runs], "seconds": round(seconds, 1)}
+
+
+TARGET_ORDER = ("no_cot", "sft_cot", "egrl_cot")  # the issue's target: each variant over the one before it
+
+
+def ablation_target(variants: dict[str, dict]) -> dict | None:
+    """The target of the ablation, checked on the per-seed overall scores: egrl_cot > sft_cot > no_cot, each
+    margin larger than twice the seed std, and the share of the gap from sft_cot to oracle_cot that EG-RL closes.
+
+    "The seed std" is read two ways, both reported: `seed_std`, the larger of the two variants' own spreads over
+    seeds (it holds the Embedder's seed-to-seed spread, which both variants of a seed share), and `paired_std`,
+    the spread of the per-seed margin (the same Embedder scores both variants of a seed). Stds are over seeds
+    with ddof 0, as `overall_std`. `met` needs every margin to clear both; it is None with fewer than two seeds,
+    where there is no spread to judge."""
+    if not all(name in variants for name in TARGET_ORDER):
+        return None
+    seeds = len(variants["sft_cot"]["per_seed"])
+    margins = []
+    for worse, better in pairwise(TARGET_ORDER):
+        diffs = np.subtract(variants[better]["per_seed"], variants[worse]["per_seed"])
+        margin = float(diffs.mean())
+        seed_std = max(variants[better]["overall_std"], variants[worse]["overall_std"])
+        paired_std = float(diffs.std())
+        margins.append({"better": better, "worse": worse, "margin": margin, "per_seed": diffs.tolist(),
+                        "seed_std": seed_std, "paired_std": paired_std,
+                        "clears_seed_std": margin > 2 * seed_std, "clears_paired_std": margin > 2 * paired_std})
+    gap_closed = None
+    if "oracle_cot" in variants:
+        gap = variants["oracle_cot"]["overall"] - variants["sft_cot"]["overall"]
+        if gap > 0:
+            gap_closed = (variants["egrl_cot"]["overall"] - variants["sft_cot"]["overall"]) / gap
+    met = None
+    if seeds >= 2:
+        met = all(m["clears_seed_std"] and m["clears_paired_std"] for m in margins)
+    return {"margins": margins, "egrl_share_of_oracle_gap": gap_closed, "seeds": seeds, "met": met}
+
+
+def _target_markdown(target: dict | None) -> list[str]:
+    if target is None:
+        return []
+    lines = ["", "Target: egrl_cot > sft_cot > no_cot, each margin over twice the seed std (of the variants, and "
+                 "of the per-seed margin):", "",
+             "| margin | mean | per seed | 2 x seed std | clears | 2 x std of the margin | clears |",
+             "|---|---|---|---|---|---|---|"]
+    for m in target["margins"]:
+        per_seed = ", ".join(f"{d:+.1f}" for d in m["per_seed"])
+        lines.append(f"| {m['better']} - {m['worse']} | {m['margin']:+.1f} | {per_seed} | {2 * m['seed_std']:.1f} | "
+                     f"{_yes(m['clears_seed_std'])} | {2 * m['paired_std']:.1f} | {_yes(m['clears_paired_std'])} |")
+    share = target["egrl_share_of_oracle_gap"]
+    met = "- (one seed: no spread to judge)" if target["met"] is None else _yes(target["met"])
+    lines += ["", f"EG-RL closes {'-' if share is None else f'{100 * share:.0f}%'} of the gap from sft_cot to "
+                  f"oracle_cot. Target met: {met}."]
+    return lines
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def ablation_markdown(summary: dict) -> str:
@@ -472,6 +531,7 @@ def ablation_markdown(summary: dict) -> str:
             f"{m.get('video', float('nan')):.1f} | {m.get('visdoc', float('nan')):.1f} | "
             f"{v['uvrb'] if v['uvrb'] is None else round(v['uvrb'], 1)} | "
             f"{_pct(ts.get('evidence_rate'))} | {_pct(ts.get('absent_rate'))} |")
+    lines += _target_markdown(summary.get("target"))
     lines += ["", "Pre-RL check (reward of gold minus teacher traces vs. the reward spread within a group):", ""]
     for check, seed in zip(summary["pre_rl_check"], summary["seeds"], strict=True):
         lines.append(f"- seed {seed}: gap {check['gap']:.3f}, within-group std {check['within_group_std']:.3f}, "
