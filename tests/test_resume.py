@@ -133,8 +133,11 @@ def test_stage_killed_at_a_random_step_resumes_and_ends_like_an_uninterrupted_ru
     record_fault("SIGKILL during training", f"{stage}: killed after step {killed_at} of {steps}",
                  f"resumed from step {resumed_from[0]}; final metrics equal (rtol 1e-6), weights max |diff| {worst:.1e}")
 
-    # A rerun of the finished stage (a retried pod, a resubmitted run) leaves it as it was: no step more.
-    _run(stage, _stage_spec(stage, reference, request))
+    # A rerun of the finished stage (a retried pod, a resubmitted run) leaves it as it was: no step more,
+    # not even the steps after the last periodic checkpoint trained again.
+    log = _run(stage, _stage_spec(stage, reference, request))
+    resumed_from = [int(m) for m in re.findall(r"resuming from \S+ \(step (\d+)\)", log)]
+    assert resumed_from == [steps], f"{stage}: a rerun of the finished stage resumed from {resumed_from}, not {steps}"
     again = _final_metrics(stage, reference)
     assert len(again) == len(want), f"{stage}: a rerun of the finished stage logged {len(again)} values, not {len(want)}"
     np.testing.assert_allclose(again, want, rtol=1e-6, atol=1e-9, err_msg=f"{stage}: a rerun changed its metrics")

@@ -265,7 +265,9 @@ def train_embedder(
             log_file.flush()
             if step % config.log_every == 0 or step == steps:
                 log.info("embedder step %d/%d loss %.4f acc %.3f (%s)", step, steps, losses[-1], accuracies[-1], subset)
-            if config.save_every > 0 and step % config.save_every == 0 and step < steps:
+            # The last step is checkpointed too: a rerun of the finished stage (a retried pod, a resubmitted
+            # run) then resumes at the end instead of training the steps after the last periodic checkpoint again.
+            if config.save_every > 0 and not config.deepspeed and (step % config.save_every == 0 or step == steps):
                 _checkpoint(checkpoints, step, embedder, stepper, dist, keep=config.keep_checkpoints)
     if dist.is_main:
         _save(embedder.vlm, processor, out, config, model_dir)
