@@ -212,8 +212,17 @@ def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_sma
     from embedrl.train.egrl import EGRLStageConfig
 
     config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", max_steps=1)
-    gold = rl_holdout(prepared_small, None, trained_embedder, config, n_groups=4, source="gold")
+    gold = rl_holdout(prepared_small, None, trained_embedder, config, n_groups=4, source="gold", per_side=True)
     reasoner = rl_holdout(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, config, n_groups=4)
+    sides = gold.pop("sides")  # per side in row order: its group, role and whether it ranked its pair first
+    assert "sides" not in reasoner and len(sides) == 4 * 2 * config.pairs_per_step
+    assert [s["role"] for s in sides[:4]] == ["query", "target", "query", "target"]
+    assert [s["group"] for s in sides] == sorted(s["group"] for s in sides)
+    assert np.mean([s["hit"] for s in sides]) == pytest.approx(gold["hit_at_1"])
+    for modality, part in gold["by_modality"].items():
+        hits = [s["hit"] for s in sides if s["modality"] == modality]
+        assert len(hits) == part["sides"] and np.mean(hits) == pytest.approx(part["hit_at_1"])
+    assert all(s["trace"].startswith("<thinking>") for s in sides)
     for score in (gold, reasoner):
         assert score["groups"] == 4 and 0.0 <= score["hit_at_1"] <= 1.0 and 0.0 <= score["format_rate"] <= 1.0
     assert gold["format_rate"] == 1.0 and gold["evidence_rate"] in (None, 1.0)

@@ -170,7 +170,7 @@ def _held_out_rows(prepared: Path, prompt, config, n_groups: int | None) -> tupl
 
 
 def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, config, *,
-               n_groups: int | None = 64, source: str = "reasoner") -> dict:
+               n_groups: int | None = 64, source: str = "reasoner", per_side: bool = False) -> dict:
     """Greedy traces of a Reasoner on RL groups that EG-RL does not train on: what RL settings are tuned on.
 
     EG-RL takes its groups in the order of `egrl_dataset`, one per step; the last `n_groups` of that
@@ -179,6 +179,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     with the Reasoner's greedy trace on both sides; plus the mean outcome reward, the format rate and the
     evidence rate.
     `source` "teacher" or "gold" scores those traces instead (reference points; `reasoner_dir` unused).
+    `per_side` adds "sides": per held-out side in group order, its group, modality, role, trace text and hit.
     """
     import torch
 
@@ -232,9 +233,17 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     by_modality = {m: {"sides": len(h), "hit_at_1": float(np.mean(h)),
                        "evidence_rate": evidence([(t, r) for t, r in fine if _MODALITY.get(r.scene["type"]) == m])}
                    for m, h in sorted(hits_by_modality.items())}
-    return {"groups": n_groups, "hit_at_1": float(np.mean(hits)), "outcome": float(np.mean(outcome)),
-            "format_rate": float(np.mean([t is not None for t in traces])), "evidence_rate": evidence(fine),
-            "by_modality": by_modality}
+    result = {"groups": n_groups, "hit_at_1": float(np.mean(hits)), "outcome": float(np.mean(outcome)),
+              "format_rate": float(np.mean([t is not None for t in traces])), "evidence_rate": evidence(fine),
+              "by_modality": by_modality}
+    if per_side:  # hits run per group: its B queries, then its B targets; rows run q0, t0, q1, t1, ...
+        order = [g * size + 2 * i + role for g in range(n_groups) for role in (0, 1)
+                 for i in range(config.pairs_per_step)]
+        modality = [_group_modality(refs[g * size:(g + 1) * size]) for g in range(n_groups)]
+        result["sides"] = [{"group": row // size, "modality": modality[row // size], "role": held[row]["role"],
+                            "media_kind": refs[row].media_kind, "trace": texts[row], "hit": bool(hit)}
+                           for row, hit in sorted(zip(order, hits, strict=True))]
+    return result
 
 
 _MODALITY = {"image": "image", "crop": "image", "video": "video", "page": "visdoc"}
