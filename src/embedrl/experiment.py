@@ -518,7 +518,7 @@ def _target_markdown(target: dict | None) -> list[str]:
                      f"{_yes(m['clears_seed_std'])} | {2 * m['paired_std']:.1f} | {_yes(m['clears_paired_std'])} |")
     share = target["egrl_share_of_oracle_gap"]
     met = "- (one seed: no spread to judge)" if target["met"] is None else _yes(target["met"])
-    lines += ["", f"EG-RL closes {'-' if share is None else f'{100 * share:.0f}%'} of the gap from sft_cot to "
+    lines += ["", f"EG-RL closes {'-' if share is None else f'{100 * share:+.1f}%'} of the gap from sft_cot to "
                   f"oracle_cot. Target met: {met}."]
     return lines
 
