@@ -22,7 +22,8 @@ for model in sys.argv[5:]:
     result = evaluate(dev, embedder, source, batch_size=64, cache_dir=str(cache))
     hits = {p["id"]: bool(p["hit@1"]) for p in result["predictions"] if p.get("hit@1") is not None}
     report[model] = {"overall": result["overall"], "by_modality": result["by_modality"],
-                     "by_task": {t: v["score"] for t, v in result["tasks"].items()}, "hits": hits}
+                     "by_task": {t: v["score"] for t, v in result["tasks"].items()}, "hits": hits,
+                     "query_traces": {p["id"]: p.get("query_trace") for p in result["predictions"]}}
     out.write_text(json.dumps(report) + "\n")
 base = report[sys.argv[5]]
 for model in sys.argv[5:]:
