@@ -222,7 +222,7 @@ def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_sma
     for modality, part in gold["by_modality"].items():
         hits = [s["hit"] for s in sides if s["modality"] == modality]
         assert len(hits) == part["sides"] and np.mean(hits) == pytest.approx(part["hit_at_1"])
-    assert all(s["trace"].startswith("<thinking>") for s in sides)
+    assert all(s["trace"].startswith("<thinking>") and s["cue"] is not None for s in sides)  # gold: well-formed
     for score in (gold, reasoner):
         assert score["groups"] == 4 and 0.0 <= score["hit_at_1"] <= 1.0 and 0.0 <= score["format_rate"] <= 1.0
     assert gold["format_rate"] == 1.0 and gold["evidence_rate"] in (None, 1.0)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from embedrl.config import build_config
 from embedrl.experiment import rl_holdout
-from embedrl.tcot.format import TCoTFormatError, parse
 from embedrl.train.egrl import EGRLStageConfig
 
 root, seed, out = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
@@ -19,13 +18,6 @@ overrides = {"branch_min_p": 0.001, "max_steps": 170, **json.loads(sys.argv[6] i
 cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir="/tmp/unused", **overrides)
 embedder = root / f"seed-{seed}" / "embedder" / "model"
 runs = [rl_holdout(root / "prepared", Path(m), embedder, cfg, n_groups=None, per_side=True) for m in models]
-
-
-def cue(text: str) -> dict | None:
-    try:
-        return parse(text).cue
-    except TCoTFormatError:
-        return None
 
 
 stats: dict = {}
@@ -41,7 +33,7 @@ for a, b in zip(runs[0]["sides"], runs[1]["sides"], strict=True):
     if a["trace"] == b["trace"]:
         continue
     s["changed"] += 1
-    ca, cb = cue(a["trace"]), cue(b["trace"])
+    ca, cb = a["cue"], b["cue"]  # None: malformed, as rl_holdout's format rate counts it
     if ca is None or cb is None:
         s["fields"]["format"] += 1
         continue

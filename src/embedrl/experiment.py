@@ -179,7 +179,8 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     with the Reasoner's greedy trace on both sides; plus the mean outcome reward, the format rate and the
     evidence rate.
     `source` "teacher" or "gold" scores those traces instead (reference points; `reasoner_dir` unused).
-    `per_side` adds "sides": per held-out side in group order, its group, modality, role, trace text and hit.
+    `per_side` adds "sides": per held-out side in group order, its group, modality, role, trace text, parsed
+    cue (None: malformed) and hit.
     """
     import torch
 
@@ -219,12 +220,16 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     vectors = vectors.reshape(n_groups, config.pairs_per_step, 2, -1)  # rows go q0, t0, q1, t1, ...
     hits, outcome, hits_by_modality = [], [], {}
     size = 2 * config.pairs_per_step
+    group_modality = [_group_modality(refs[g * size:(g + 1) * size]) for g in range(n_groups)]
+    side_hits = np.zeros(len(held), dtype=bool)  # per row: rows run q0, t0, q1, t1, ...
     for index, group in enumerate(vectors):
         q_det, t_det = outcome_details(group[:, None, 0], group[:, None, 1], tau=config.outcome_tau)
         group_hits = [*q_det.acc.ravel(), *t_det.acc.ravel()]
         hits += group_hits
+        side_hits[index * size:(index + 1) * size:2] = q_det.acc.ravel()
+        side_hits[index * size + 1:(index + 1) * size:2] = t_det.acc.ravel()
         outcome += [*q_det.reward.ravel(), *t_det.reward.ravel()]
-        hits_by_modality.setdefault(_group_modality(refs[index * size:(index + 1) * size]), []).extend(group_hits)
+        hits_by_modality.setdefault(group_modality[index], []).extend(group_hits)
     fine = [(t, r) for t, r in zip(traces, refs, strict=True) if t is not None and _has_fine_evidence(r.scene)]
 
     def evidence(sides) -> float | None:
@@ -236,13 +241,11 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     result = {"groups": n_groups, "hit_at_1": float(np.mean(hits)), "outcome": float(np.mean(outcome)),
               "format_rate": float(np.mean([t is not None for t in traces])), "evidence_rate": evidence(fine),
               "by_modality": by_modality}
-    if per_side:  # hits run per group: its B queries, then its B targets; rows run q0, t0, q1, t1, ...
-        order = [g * size + 2 * i + role for g in range(n_groups) for role in (0, 1)
-                 for i in range(config.pairs_per_step)]
-        modality = [_group_modality(refs[g * size:(g + 1) * size]) for g in range(n_groups)]
-        result["sides"] = [{"group": row // size, "modality": modality[row // size], "role": held[row]["role"],
-                            "media_kind": refs[row].media_kind, "trace": texts[row], "hit": bool(hit)}
-                           for row, hit in sorted(zip(order, hits, strict=True))]
+    if per_side:
+        result["sides"] = [{"group": row // size, "modality": group_modality[row // size], "role": held[row]["role"],
+                            "media_kind": refs[row].media_kind, "trace": texts[row],
+                            "cue": traces[row].cue if traces[row] is not None else None, "hit": bool(side_hits[row])}
+                           for row in range(len(held))]
     return result
 
 
