@@ -142,6 +142,23 @@ def test_egrl_exploring_choices_moves_only_through_the_choices_advantages(prepar
         assert ratios_taken == pytest.approx(expected)
 
 
+@pytest.mark.timeout(600)
+def test_egrl_accumulates_whole_groups_into_one_update(prepared_small, trained_embedder, sft_reasoner, tmp_path):
+    """gradient_accumulation_steps=2: each optimizer step averages the gradients of two RL groups, each
+    generated and rewarded as its own B pairs x G rollouts (the reward raises on any other layout)."""
+    from embedrl.config import build_config
+    from embedrl.train.egrl import EGRLStageConfig, train_egrl
+
+    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=str(tmp_path), max_steps=2,
+                          gradient_accumulation_steps=2, save_strategy="no")
+    result = train_egrl(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, tmp_path, config)
+    assert len(result.history) == 4  # one reward batch per group: 2 steps x 2 groups
+    logged = json.loads((tmp_path / "trainer_log.json").read_text())
+    assert max(entry.get("step", 0) for entry in logged) == 2
+    times = [json.loads(line) for line in (tmp_path / "step_times.jsonl").read_text().splitlines()]
+    assert [t["step"] for t in times] == [1, 2]
+
+
 def test_egrl_raises_its_reward_on_the_groups_it_trains_on(prepared_small, trained_embedder, sft_reasoner, tmp_path):
     """GRPO through train_egrl moves the policy toward what the reward asks for. Four RL groups repeat for
     six epochs, so each epoch's mean reward is over the same prompts; the weights keep the format reward

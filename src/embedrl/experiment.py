@@ -557,7 +557,8 @@ def ablation_markdown(summary: dict) -> str:
             if binding:
                 lines.append(f"- seed {seed}: SFT {_pct(binding['sft']['binding_rate'])}, EG-RL "
                              f"{_pct(binding['egrl']['binding_rate'])} ({binding['sft']['sides']} sides)")
-    lines += ["", "Reward by step (EG-RL, mean over the batch; every 10th step):", ""]
+    lines += ["", "Reward by step (EG-RL, mean over each generation batch, one RL group; with gradient accumulation "
+                  "an optimizer step takes several; every 10th):", ""]
     for history, seed in zip(summary["reward_by_step"], summary["seeds"], strict=True):
         steps = ", ".join(f"{i + 1}: {h['outcome']:.3f}/{h['process']:.2f}/{h['format_rate']:.2f}"
                           for i, h in enumerate(history) if i % 10 == 0 or i == len(history) - 1)

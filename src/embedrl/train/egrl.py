@@ -140,7 +140,9 @@ def egrl_dataset(data_root, *, pairs_per_step: int, prompt: ReasonerPrompt, seed
 
 # ----------------------------------------------------------------------------------------- rewards
 class EGRLRewards:
-    """Computes all three reward components once per generation batch; trl calls one function each."""
+    """Computes all three reward components once per generation batch (one RL group: B pairs x G rollouts;
+    with gradient_accumulation_steps an optimizer step takes several); trl calls one function each. The reward
+    log has a row per generation batch."""
 
     def __init__(self, sides: list[SideRef], store: MediaStore, embedder: Embedder, inputs: EmbedderInputs,
                  config: EGRLStageConfig, log_path: Path, prompt: ReasonerPrompt | None = None):
