@@ -145,7 +145,8 @@ def test_egrl_exploring_choices_moves_only_through_the_choices_advantages(prepar
 @pytest.mark.timeout(600)
 def test_egrl_accumulates_whole_groups_into_one_update(prepared_small, trained_embedder, sft_reasoner, tmp_path):
     """gradient_accumulation_steps=2: each optimizer step averages the gradients of two RL groups, each
-    generated and rewarded as its own B pairs x G rollouts (the reward raises on any other layout)."""
+    generated and rewarded as its own B pairs x G rollouts: four reward batches for two steps (two groups in
+    one generation batch would share their negatives, and the outcome reward would be another one)."""
     from embedrl.config import build_config
     from embedrl.train.egrl import EGRLStageConfig, train_egrl
 
