@@ -6,10 +6,10 @@ import json
 
 import pyarrow.parquet as pq
 
-from embedrl.data.sides import eval_sides, train_sides
+from embedrl.data.sides import eval_sides, train_negative, train_sides
 from embedrl.data.validate import validate_path
-from embedrl.tcot import parse
-from embedrl.tcot.teachers import names_disambiguating_evidence
+from embedrl.tcot import parse, render
+from embedrl.tcot.teachers import names_disambiguating_evidence, side_teacher_tcot
 
 
 def _manifest(root):
@@ -27,6 +27,19 @@ def test_train_traces_fit_each_side(prepared_small):
         query, positive = train_sides(row)
         assert parse(row["qry_tcot"], modality=query.modality).text_keywords
         assert parse(row["pos_tcot"], modality="video", num_frames=8).key_frames
+
+
+def test_each_hard_negative_gets_the_teachers_trace_of_its_own_side(prepared_small):
+    rows = pq.read_table(prepared_small / "train/Moment-Flash.parquet").to_pylist()
+    assert rows and all(row["neg_image_path"] for row in rows)
+    for row in rows:
+        negative = train_negative(row)
+        assert negative.media_path == row["neg_image_path"] and negative.scene
+        assert row["neg_tcot"] == render(side_teacher_tcot(negative))
+        assert negative.scene != train_sides(row)[1].scene  # another segment of the clip
+    assert any(row["neg_tcot"] != row["pos_tcot"] for row in rows)
+    rl_rows = pq.read_table(prepared_small / "rl/Moment-Flash.parquet").to_pylist()
+    assert rl_rows and all(train_negative(row) is None and row["neg_tcot"] == "" for row in rl_rows)
 
 
 def test_filter_drops_count_and_quarantine_every_conflicting_pair(prepared_small, small_minimmeb):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 import pytest
 
@@ -241,6 +242,22 @@ def test_image_marks_replace_every_object_phrase_and_unknown_marks_stay_unresolv
         parse(resolve_marks(bad, regions), modality="image")
     good = bad.replace(f"#{beyond}", "#1")
     assert parse(resolve_marks(good, regions), modality="image").bbox_2d == [regions[0].box_2d]
+
+
+def test_sft_with_negative_sides_adds_each_hard_negative_as_a_target_with_its_own_trace(prepared_small):
+    from embedrl.train.sft import sft_examples
+
+    plain = sft_examples(prepared_small)
+    with_negatives = sft_examples(prepared_small, negative_sides=True)
+    pairs = [p for subset in load_pairs(prepared_small).values() for p in subset]
+    negatives = [p for p in pairs if p.negative is not None and p.negative_tcot]
+    assert negatives and len(with_negatives) == len(plain) + len(negatives)
+    completions = Counter(e["completion"][0]["content"] for e in with_negatives)
+    completions.subtract(e["completion"][0]["content"] for e in plain)
+    assert +completions == Counter(p.negative_tcot for p in negatives)
+    store, first = MediaStore(prepared_small), negatives[0]
+    as_target = reasoner_input(first.negative, "target", store, ReasonerPrompt())[0]
+    assert any(e["prompt"] == as_target and e["completion"][0]["content"] == first.negative_tcot for e in with_negatives)
 
 
 def test_grounded_sft_completions_are_in_mark_form(prepared_small):

@@ -1,8 +1,9 @@
 """Data prep: T-CoT synthesis by a teacher, the consistency filter, and the prepared data set.
 
 The prepared data set is the source data set plus T-CoT columns, in the same formats:
-- train / rl (MMEB-train parquet): `qry_tcot`, `pos_tcot` (teacher), after the consistency filter on
-  `train` (dropped pairs are counted and quarantined in `prep_quarantine.jsonl`);
+- train / rl (MMEB-train parquet): `qry_tcot`, `pos_tcot`, `neg_tcot` (teacher; `neg_tcot` is "" for a pair
+  without a hard negative), after the consistency filter on `train` (dropped pairs are counted and
+  quarantined in `prep_quarantine.jsonl`);
 - eval (MMEB eval JSONL): `qry_tcot`, `tgt_tcot` (teacher) and `qry_tcot_gold`, `tgt_tcot_gold`
   (MiniMMEB's gold traces, used only as the evaluation upper bound);
 - visdoc / uvrb tables: `tcot` and `tcot_gold` on queries and on pages / clips.
@@ -40,7 +41,7 @@ from embedrl.data.readers import (
     write_quarantine,
 )
 from embedrl.data.records import RECORD_TYPES, Rejection
-from embedrl.data.sides import SideRef, eval_sides, train_sides
+from embedrl.data.sides import SideRef, eval_sides, train_negative, train_sides
 from embedrl.tcot import TCoT, render
 from embedrl.tcot.chat_teacher import Verdict
 from embedrl.tcot.consistency import filter_pairs
@@ -122,8 +123,10 @@ def _prepare_pairs(rows: list[dict], source: str, *, filter_judge,
     for row in rows:
         with _tracing(source, "id", row):
             query, positive = train_sides(row)
+            negative = train_negative(row)
             records.append({**row, "qry_tcot": render(side_teacher_tcot(query)),
-                            "pos_tcot": render(side_teacher_tcot(positive))})
+                            "pos_tcot": render(side_teacher_tcot(positive)),
+                            "neg_tcot": render(side_teacher_tcot(negative)) if negative else ""})
     if filter_judge is None:
         return records, {"total": len(records), "kept": len(records)}
     pairs = [{"id": r["id"], "query_text": r["qry"], "query_tcot": r["qry_tcot"], "pos_tcot": r["pos_tcot"],

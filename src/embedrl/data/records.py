@@ -294,7 +294,7 @@ class MMEBTrainRow(Record):
     ID_FIELD: ClassVar[str | None] = "id"
     KEY_FIELDS: ClassVar[tuple[str, ...]] = ("id",)
     TEXT_FIELDS: ClassVar[tuple[str, ...]] = ("qry", "pos_text", "neg_text")
-    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ("qry_tcot", "pos_tcot")
+    TCOT_FIELDS: ClassVar[tuple[str, ...]] = ("qry_tcot", "pos_tcot", "neg_tcot")
 
     qry: StrictStr
     qry_image_path: StrictStr

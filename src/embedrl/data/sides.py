@@ -128,6 +128,14 @@ def train_sides(row: dict) -> tuple[SideRef, SideRef]:
     return query, positive
 
 
+def train_negative(row: dict) -> SideRef | None:
+    """The hard negative of an MMEB-train row, or None when the row has none."""
+    if not (row.get("neg_text") or row.get("neg_image_path")):
+        return None
+    return SideRef(row.get("neg_text") or "", row.get("neg_image_path") or "", _scenes(row).get("negative") or {},
+                   origin=f"id={row.get('id')} field=neg_image_path")
+
+
 def eval_sides(row: dict) -> tuple[SideRef, list[SideRef]]:
     """(query, candidates) of an MMEB eval row; the first candidate is the positive."""
     scenes, rid, n = _scenes(row), row.get("id"), len(row["tgt_text"])

@@ -28,7 +28,7 @@ import torch
 from embedrl.config import EmbedderTrainConfig, config_dict
 from embedrl.data.mmeb_train import DataMix, load_mix, mix_tasks
 from embedrl.data.readers import iter_manifest_tasks, read_records, write_quarantine
-from embedrl.data.sides import MediaStore, SideRef, train_sides
+from embedrl.data.sides import MediaStore, SideRef, train_negative, train_sides
 from embedrl.models.embedder import IMAGE_SIZES_KEY, Embedder, EmbedderInputs, ImageSizes, Side
 from embedrl.tcot import TCoT, TCoTFormatError, extract_evidence, parse
 from embedrl.tcot.teachers import blind_tcot, gold_tcot
@@ -54,6 +54,8 @@ class Pair:
     query_tcot: str
     positive_tcot: str
     group: str = ""  # RL pairs whose targets are near misses of each other share a group
+    negative: SideRef | None = None  # the row's hard negative, when it has one
+    negative_tcot: str = ""
 
 
 @dataclass
@@ -96,7 +98,7 @@ def load_pairs(data_root: str | Path, split: str = "train", quarantine: str | Pa
             query, positive = train_sides(row)
             pairs.setdefault(task.name, []).append(
                 Pair(task.name, query, positive, row.get("qry_tcot") or "", row.get("pos_tcot") or "",
-                     row.get("group") or ""))
+                     row.get("group") or "", train_negative(row), row.get("neg_tcot") or ""))
         if mix is not None and task.name not in pairs:
             raise ValueError(f"{root}: set {task.name} of mix {mix.name!r} has no valid row ({result.n_rejected} "
                              f"of {result.total} rejected{_where(quarantine)}); fix the file or set its weight to 0")

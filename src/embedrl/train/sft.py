@@ -53,6 +53,12 @@ class SFTStageConfig(trl.SFTConfig):
     text_regions: bool = field(default=False, metadata={
         "help": "a grounded prompt lists a text side's keywords as regions too (embedrl.tcot.regions.text_regions): "
                 "the Reasoner marks them instead of copying them token by token"})
+    negative_sides: bool = field(default=False, metadata={
+        "help": "also train on each pair's hard negative, as a target side with its teacher trace: evaluation asks "
+                "for traces of every candidate, most of which match no query, and a Reasoner shown only positives "
+                "writes the positives' evidence into them (a flash on a clip segment without one). Measured on the "
+                "dev set, tiny: -0.32 / +0.37 / -1.52 over 3 seeds, the invented flashes stay (docs/STATUS.md, "
+                "issue 3, session 24)"})
     perception_steps: int = field(default=0, metadata={
         "help": "steps of the one-crop perception warm-up before the cold start (embedrl.train.perception); "
                 "0 = none: a pretrained Reasoner already sees"})
@@ -122,14 +128,19 @@ class SFTStageConfig(trl.SFTConfig):
                               self.text_regions, self.reasoner_track_size)
 
 
-def sft_examples(data_root: str | Path, split: str = "train", *, prompt: ReasonerPrompt | None = None) -> list[dict]:
-    """Prompt-completion examples (conversational, with images) for both sides of every pair."""
+def sft_examples(data_root: str | Path, split: str = "train", *, prompt: ReasonerPrompt | None = None,
+                 negative_sides: bool = False) -> list[dict]:
+    """Prompt-completion examples (conversational, with images) for both sides of every pair, and with
+    `negative_sides` for its hard negative too (a target side, with the negative's teacher trace)."""
     prompt = prompt or ReasonerPrompt()
     store = MediaStore(data_root)
     examples = []
     for pairs in load_pairs(data_root, split).values():
         for pair in pairs:
-            for ref, role, tcot in ((pair.query, "query", pair.query_tcot), (pair.positive, "target", pair.positive_tcot)):
+            sides = [(pair.query, "query", pair.query_tcot), (pair.positive, "target", pair.positive_tcot)]
+            if negative_sides and pair.negative is not None:
+                sides.append((pair.negative, "target", pair.negative_tcot))
+            for ref, role, tcot in sides:
                 if not tcot:
                     continue
                 messages, images = reasoner_input(ref, role, store, prompt)
@@ -161,7 +172,7 @@ def train_sft(data_root: str | Path, model_dir: str | Path, out_dir: str | Path,
     if config.perception_steps or config.track_steps or config.grounding_steps:
         warmup_dir = Path(config.perception_dir) if config.perception_dir else Path(out_dir) / "perception"
         model = _perception_warmup(model, processor, data_root, warmup_dir, config)
-    examples = sft_examples(data_root, prompt=prompt)
+    examples = sft_examples(data_root, prompt=prompt, negative_sides=config.negative_sides)
     if config.grounding_copies:
         examples += _grounding(data_root, prompt, config) * config.grounding_copies
         random.Random(config.seed).shuffle(examples)
