@@ -63,3 +63,28 @@ def test_gold_traces_always_hold_the_evidence_and_teacher_traces_often_do(prepar
         teacher.append(names_disambiguating_evidence(parse(row["tgt_tcot"][0]), scene))
     assert all(gold)
     assert 0 < sum(teacher) < len(teacher)
+
+
+def test_a_flash_the_clip_side_does_not_show_counts_as_naming_something_absent(prepared_small):
+    from embedrl.tcot import TCoT
+    from embedrl.tcot.teachers import flash_frame, names_absent_event, side_gold_tcot
+
+    rows = [json.loads(line) for line in (prepared_small / "eval/video/Moment-Flash.jsonl").read_text().splitlines()]
+    segments = [side for row in rows for side in eval_sides(row)[1]]
+    shown = next(s for s in segments if flash_frame(s.scene) is not None)
+    unshown = next(s for s in segments if flash_frame(s.scene) is None)
+
+    def says_flashes(obj):
+        name = f"{obj['colour']} {obj['shape']}"
+        return TCoT(thinking=f"The {name} flashes white in frame 1.", rethink="Frame 1 holds the flash.",
+                    answer=f"the {name} flashes", key_frames=[1])
+
+    flashing = shown.scene["objects"][shown.scene["event"]["object"]]
+    other = next(o for o in shown.scene["objects"] if (o["colour"], o["shape"]) != (flashing["colour"], flashing["shape"]))
+    assert not names_absent_event(says_flashes(flashing), shown.scene)
+    assert names_absent_event(says_flashes(other), shown.scene)
+    assert names_absent_event(says_flashes(unshown.scene["objects"][0]), unshown.scene)
+    moves = TCoT(thinking="The red ring moves up.", rethink="The first and last frames show the motion.",
+                 answer="the red ring moves up", key_frames=[1, 2])
+    assert not names_absent_event(moves, unshown.scene)
+    assert not any(names_absent_event(side_gold_tcot(s), s.scene) for s in segments)

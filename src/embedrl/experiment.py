@@ -533,7 +533,7 @@ def _yes(flag: bool) -> str:
 def ablation_markdown(summary: dict) -> str:
     lines = [f"# Miniature ablation (profile {summary['profile']}, data seed {summary['data_seed']}, "
              f"seeds {summary['seeds']})", "",
-             "| variant | overall | std | image | video | visdoc | UVRB | trace holds the evidence | names an absent object |",
+             "| variant | overall | std | image | video | visdoc | UVRB | trace holds the evidence | names something absent |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, v in summary["variants"].items():
         m = v["by_modality"]

@@ -335,8 +335,9 @@ def _render(tcot: TCoT | None) -> str:
 
 
 def trace_statistics(items: Sequence[Item], traces: Sequence[TCoT | None]) -> dict[str, float]:
-    """On scenes with fine evidence: how often the trace holds it, how often it names an absent object."""
-    from embedrl.tcot.teachers import names_absent_object, names_disambiguating_evidence
+    """On scenes with fine evidence: how often the trace holds it, how often it names something absent (an
+    object the scene lacks, or a flash the clip side does not show)."""
+    from embedrl.tcot.teachers import names_absent_event, names_absent_object, names_disambiguating_evidence
 
     has_trace = [t is not None for t in traces]
     scored = [(i, t) for i, t in zip(items, traces, strict=True)
@@ -344,7 +345,8 @@ def trace_statistics(items: Sequence[Item], traces: Sequence[TCoT | None]) -> di
     stats = {"trace_rate": float(np.mean(has_trace)) if traces else 0.0}
     if scored:
         stats["evidence_rate"] = float(np.mean([names_disambiguating_evidence(t, i.ref.scene) for i, t in scored]))
-        stats["absent_rate"] = float(np.mean([names_absent_object(t, i.ref.scene) for i, t in scored]))
+        stats["absent_rate"] = float(np.mean([names_absent_object(t, i.ref.scene) or names_absent_event(t, i.ref.scene)
+                                              for i, t in scored]))
     return stats
 
 

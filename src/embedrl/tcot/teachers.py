@@ -291,3 +291,19 @@ def names_absent_object(tcot: TCoT, scene: dict) -> bool:
     present = {(o["colour"], o["shape"]) for o in objects}
     named = set(_COLOUR_SHAPE.findall(f"{tcot.thinking} {tcot.answer}".lower()))
     return bool(named - present)
+
+
+_FLASHES = re.compile(_COLOUR_SHAPE.pattern + r"\s+flashes\b")
+
+
+def names_absent_event(tcot: TCoT, scene: dict) -> bool:
+    """Does the trace of a clip side say that an object flashes when that object does not flash in what the side
+    shows (no flash in its frames, or another object's)? An invented event, as an absent object is."""
+    event = scene.get("event") if scene.get("type") == "video" else None
+    named = set(_FLASHES.findall(f"{tcot.thinking} {tcot.answer}".lower())) if event else set()
+    if not named:
+        return False
+    if flash_frame(scene) is None:
+        return True
+    flashing = scene["objects"][event["object"]]
+    return bool(named - {(flashing["colour"], flashing["shape"])})
