@@ -8,8 +8,14 @@ import pyarrow.parquet as pq
 
 from embedrl.data.sides import eval_sides, train_negative, train_sides
 from embedrl.data.validate import validate_path
-from embedrl.tcot import parse, render
-from embedrl.tcot.teachers import names_disambiguating_evidence, side_teacher_tcot
+from embedrl.tcot import TCoT, parse, render
+from embedrl.tcot.teachers import (
+    flash_frame,
+    names_absent_event,
+    names_disambiguating_evidence,
+    side_gold_tcot,
+    side_teacher_tcot,
+)
 
 
 def _manifest(root):
@@ -66,9 +72,6 @@ def test_gold_traces_always_hold_the_evidence_and_teacher_traces_often_do(prepar
 
 
 def test_a_flash_the_clip_side_does_not_show_counts_as_naming_something_absent(prepared_small):
-    from embedrl.tcot import TCoT
-    from embedrl.tcot.teachers import flash_frame, names_absent_event, side_gold_tcot
-
     rows = [json.loads(line) for line in (prepared_small / "eval/video/Moment-Flash.jsonl").read_text().splitlines()]
     segments = [side for row in rows for side in eval_sides(row)[1]]
     shown = next(s for s in segments if flash_frame(s.scene) is not None)
