@@ -11,14 +11,27 @@ from conftest import MICRO_PROFILE
 
 from embedrl.config import build_config
 from embedrl.data.sides import MediaStore
-from embedrl.models.reasoner import ReasonerPrompt, reasoner_messages, side_regions
-from embedrl.tcot import parse
+from embedrl.models.reasoner import (
+    ReasonerPrompt,
+    completion_for,
+    reasoner_input,
+    reasoner_messages,
+    side_regions,
+)
+from embedrl.tcot import parse, render
 from embedrl.tcot.regions import first_mark, region_crops, resolve_marks
-from embedrl.tcot.teachers import names_disambiguating_evidence
+from embedrl.tcot.teachers import (
+    flash_frame,
+    names_absent_event,
+    names_disambiguating_evidence,
+    side_gold_tcot,
+    side_teacher_tcot,
+)
 from embedrl.train.perception import (
     detail_examples,
     detail_images,
     flash_clips,
+    flashless_clips,
     grounding_examples,
     single_detail,
     track_examples,
@@ -103,10 +116,6 @@ def test_teacher_grounding_traces_keep_the_teachers_policy(prepared_small):
     """traces="teacher": the oracle teacher's own trace, in mark form, on exactly the detailed sides (dotted
     images, flash clips) where it names the evidence; the sides its blind spots miss give no example, so the
     cold start does not learn the gold policy that EG-RL is there to find."""
-    from embedrl.models.reasoner import completion_for
-    from embedrl.tcot import render
-    from embedrl.tcot.teachers import side_teacher_tcot
-
     sides = [image.ref for image in detail_images(prepared_small)] + [c.ref for c in flash_clips(prepared_small)]
     seen = [ref for ref in sides if names_disambiguating_evidence(side_teacher_tcot(ref), ref.scene)]
     assert 0 < len(seen) < len(sides)  # the teacher misses some dots and flashes, not all
@@ -121,6 +130,29 @@ def test_teacher_grounding_traces_keep_the_teachers_policy(prepared_small):
     assert [_answer(e) for e in every] == [completion_for(ref, render(side_teacher_tcot(ref)), PROMPT) for ref in sides]
     with pytest.raises(ValueError, match="grounding traces"):
         grounding_examples(prepared_small, PROMPT, form="trace", traces="random")
+
+
+def test_flashless_grounding_examples_trace_the_motion_of_each_clip_side_without_a_flash(prepared_small):
+    """flashless=True adds, after the flash clips, each clip side of the training split whose flash is out of
+    view (the Moment-Flash hard negatives) with its trace: an object's motion, no flash, as the gold trace."""
+    sides = list(flashless_clips(prepared_small))
+    assert len(sides) > 5
+    assert len({ref.media_path for ref in sides}) == len(sides)
+    assert not {ref.media_path for ref in sides} & {clip.ref.media_path for clip in flash_clips(prepared_small)}
+    for ref in sides:
+        assert ref.scene.get("segment") and flash_frame(ref.scene) is None
+    before = grounding_examples(prepared_small, PROMPT, form="trace", video=True, traces="teacher_all")
+    examples = grounding_examples(prepared_small, PROMPT, form="trace", video=True, traces="teacher_all",
+                                  flashless=True)
+    assert len(examples) == len(before) + len(sides)
+    assert [_answer(e) for e in examples[:len(before)]] == [_answer(e) for e in before]
+    for example, ref in zip(examples[len(before):], sides, strict=True):
+        assert _answer(example) == completion_for(ref, render(side_teacher_tcot(ref)), PROMPT)
+        trace = parse(resolve_marks(_answer(example), side_regions(ref, PROMPT)))
+        assert "flashes" not in trace.answer and " moves " in trace.answer
+        assert trace == side_gold_tcot(ref) and not names_absent_event(trace, ref.scene)
+    with pytest.raises(ValueError, match="video"):
+        grounding_examples(prepared_small, PROMPT, form="trace", flashless=True)
 
 
 def test_track_examples_ask_which_frame_of_a_strip_flashes(prepared_small):
@@ -149,8 +181,6 @@ def test_track_examples_in_prompt_form_ask_which_frame_a_mark_flashes_in(prepare
     about the flashing object's mark -> its flash frame, and about another object's mark -> "none"."""
     import re
 
-    from embedrl.models.reasoner import reasoner_input
-
     prompt = dataclasses.replace(PROMPT, track_size=28)
     examples = track_examples(prepared_small, prompt, seed=0, form="prompt")
     clips = list(flash_clips(prepared_small))
@@ -173,6 +203,26 @@ def test_track_examples_in_prompt_form_ask_which_frame_a_mark_flashes_in(prepare
         assert [a for (path, m), a in by_question.items() if path == clip.ref.media_path and m != flashing] == ["none"]
     with pytest.raises(ValueError, match="track form"):
         track_examples(prepared_small, prompt, form="caption")
+
+
+def test_flashless_track_examples_ask_about_an_object_of_each_side_without_a_flash(prepared_small):
+    """flashless=True keeps the flash clips' examples as they were and adds, per clip side whose flash is out
+    of view, one question about one of its objects, answered "none", in the form asked for."""
+    prompt = dataclasses.replace(PROMPT, track_size=28)
+    sides = list(flashless_clips(prepared_small))
+    store = MediaStore(prepared_small)
+    for form in ("strip", "prompt"):
+        before = track_examples(prepared_small, prompt, seed=0, form=form)
+        examples = track_examples(prepared_small, prompt, seed=0, form=form, flashless=True)
+        assert len(examples) == len(before) + len(sides)
+        assert sorted(map(_answer, examples)) == sorted(list(map(_answer, before)) + ["none"] * len(sides))
+    # each segment without a flash is asked about in its own prompt: its frames and all its strips
+    for ref in sides[:3]:
+        messages, images = reasoner_input(ref, "query", store, prompt)
+        asked = [e for e in examples if len(e["images"]) == len(images) and all(
+            np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(e["images"], images, strict=True))]
+        assert len(asked) == 1 and _answer(asked[0]) == "none"
+        assert asked[0]["prompt"][-1]["content"][:-1] == messages[-1]["content"][:-1]
 
 
 def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
@@ -212,6 +262,9 @@ def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
     with pytest.raises(ValueError, match="grounding_video"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_video=True)
 
+    with pytest.raises(ValueError, match="flashless_clips"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), grounding_form="trace",
+                     flashless_clips=True)
     with pytest.raises(ValueError, match="must be >= 0"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), perception_steps=-1)
     with pytest.raises(ValueError, match="grounding_form"):
@@ -328,6 +381,7 @@ def test_the_track_phase_runs_between_detail_and_grounding_and_old_warm_ups_stay
     # a warm-up recorded before track strips existed (no track_steps, no track_size) is still reused by a
     # run that does not use them, and refused by one that does
     del marker["settings"]["track_steps"], marker["settings"]["track_form"], marker["settings"]["grounding_traces"]
+    del marker["settings"]["flashless_clips"]
     del marker["settings"]["reasoner_prompt"]["track_size"]
     marker["settings"].update(grounding_form=plain_form, grounding_video=False)
     (tmp_path / "base" / "model" / PERCEPTION_DONE).write_text(json.dumps(marker))

@@ -4,7 +4,9 @@ JSON overrides (e.g. '{"max_steps": 108}'), into DIR/seed-N/egrl-NAME; rl holdou
 binding of it, next to the cold start's and the ablation's EG-RL (their scores taken from DIR/seed-N/probe.json when
 ablation_seed.py wrote one). Session 18: '{"branch_min_p": 0.001}' makes branch rollouts take the marks at least
 0.001 times as likely as the best (egrl.branch_min_p). rl split only.
-Session 22: with --train-only first, EG-RL is trained and nothing scored (dev_eval.py scores it on the dev set)."""
+Session 22: with --train-only first, EG-RL is trained and nothing scored (dev_eval.py scores it on the dev set).
+Session 25: --from SFT (after --train-only) starts from DIR/seed-N/SFT/model instead of the ablation's cold start
+(e.g. sft-flashless, written by sft_variant.py)."""
 import json
 import sys
 import time
@@ -19,6 +21,9 @@ from embedrl.train.egrl import EGRLStageConfig, train_egrl
 args = sys.argv[1:]
 train_only = args[:1] == ["--train-only"]
 args = args[1:] if train_only else args
+cold_start = "sft"
+if args[:1] == ["--from"]:
+    cold_start, args = args[1], args[2:]
 root, name, extra = Path(args[0]), args[1], json.loads(args[2])
 overrides, _ = ablation_recipe("tiny")
 for seed in map(int, args[3:]):
@@ -26,7 +31,7 @@ for seed in map(int, args[3:]):
     emb = base / "embedder" / "model"
     cfg = build_config(EGRLStageConfig, "tiny", "egrl", seed=seed, output_dir=str(out), **{**overrides["egrl"], **extra})
     started = time.time()
-    train_egrl(root / "prepared", base / "sft" / "model", emb, out, cfg)
+    train_egrl(root / "prepared", base / cold_start / "model", emb, out, cfg)
     res = {"train_s": time.time() - started, "overrides": extra}
     if train_only:
         (out / "probe.json").write_text(json.dumps(res, indent=1))

@@ -119,12 +119,21 @@ def flash_clips(data_root: str | Path, split: str = "train") -> Iterator[FlashCl
             yield FlashClip(ref, frame)
 
 
-def _distinct_sides(data_root: str | Path, split: str, kind: str) -> Iterator[SideRef]:
-    """Each side of the split whose media and scene are of `kind`, once per media file."""
+def flashless_clips(data_root: str | Path, split: str = "train") -> Iterator[SideRef]:
+    """Each distinct video (or segment) of the split, hard negatives included, whose flash is out of view:
+    in MiniMMEB, the Moment-Flash negatives (segments of the clip outside the flash)."""
+    for ref in _distinct_sides(data_root, split, "video", negatives=True):
+        if flash_frame(ref.scene) is None:
+            yield ref
+
+
+def _distinct_sides(data_root: str | Path, split: str, kind: str, *, negatives: bool = False) -> Iterator[SideRef]:
+    """Each side of the split (with `negatives`, each hard negative too) whose media and scene are of `kind`,
+    once per media file."""
     seen: set[str] = set()
     for pairs in load_pairs(data_root, split).values():
         for pair in pairs:
-            for ref in (pair.query, pair.positive):
+            for ref in (pair.query, pair.positive, *([pair.negative] if negatives and pair.negative else [])):
                 if ref.media_kind == kind and (ref.scene or {}).get("type") == kind and ref.media_path not in seen:
                     seen.add(ref.media_path)
                     yield ref
@@ -149,12 +158,13 @@ def detail_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int 
 
 
 def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int = 0,
-                   split: str = "train", form: str = "strip") -> list[dict]:
+                   split: str = "train", form: str = "strip", flashless: bool = False) -> list[dict]:
     """Per clip side with its flash in view, two examples, shuffled: the flashing object -> "frame F", and
     another object of the same side -> "none". Form "strip": the object's track strip alone, "Which frame
     flashes?". Form "prompt": the clip's own grounded prompt (its frames, region lines and every strip),
     "Which frame does #k flash in?": the hop from a mark to its strip, which a trace takes when it writes
-    the frame after the flashing object's mark."""
+    the frame after the flashing object's mark. With `flashless`, also one example per clip side whose flash
+    is out of view (`flashless_clips`): one of its objects -> "none"."""
     if prompt.track_size <= 0:
         raise ValueError("track examples need track strips in the prompt (sft.reasoner_track_size > 0)")
     if form not in TRACK_FORMS:
@@ -162,27 +172,36 @@ def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int =
     store = MediaStore(data_root)
     rng = random.Random(seed)
     examples = []
-    for clip in flash_clips(data_root, split):
-        flashing = clip.ref.scene["event"]["object"]  # 0-based; the object's region is mark flashing + 1
-        n_objects = min(len(clip.ref.scene["objects"]), MAX_REGIONS)
-        if flashing >= n_objects:
-            continue
-        others = [index for index in range(n_objects) if index != flashing]
-        asked = [(flashing, f"frame {clip.frame}")] + ([(rng.choice(others), NO_FLASH)] if others else [])
+    for ref, asked in _track_questions(data_root, split, rng, flashless):
         if form == "strip":
-            strips = track_strips(store.load(clip.ref), clip.ref.scene, prompt.track_size)
+            strips = track_strips(store.load(ref), ref.scene, prompt.track_size)
             examples += [_example([{"type": "image"}], TRACK_QUESTION, answer, [strips[index]])
                          for index, answer in asked]
         else:
-            messages, images = reasoner_input(clip.ref, "query", store, prompt)
+            messages, images = reasoner_input(ref, "query", store, prompt)
             examples += [_asked(messages, TRACK_MARK_QUESTION.format(mark=index + 1), answer, images)
                          for index, answer in asked]
     rng.shuffle(examples)
     return examples
 
 
+def _track_questions(data_root, split: str, rng: random.Random,
+                     flashless: bool) -> Iterator[tuple[SideRef, list[tuple[int, str]]]]:
+    """Per clip side, the objects asked about (0-based; object i is region mark i + 1) and their answers."""
+    for clip in flash_clips(data_root, split):
+        flashing = clip.ref.scene["event"]["object"]
+        n_objects = min(len(clip.ref.scene["objects"]), MAX_REGIONS)
+        if flashing >= n_objects:
+            continue
+        others = [index for index in range(n_objects) if index != flashing]
+        yield clip.ref, [(flashing, f"frame {clip.frame}")] + ([(rng.choice(others), NO_FLASH)] if others else [])
+    for ref in (flashless_clips(data_root, split) if flashless else ()):
+        yield ref, [(rng.randrange(min(len(ref.scene["objects"]), MAX_REGIONS)), NO_FLASH)]
+
+
 def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: str = "train",
-                       form: str = "question", video: bool = False, traces: str = "gold") -> list[dict]:
+                       form: str = "question", video: bool = False, traces: str = "gold",
+                       flashless: bool = False) -> list[dict]:
     """Which region carries the detail, per detailed image of the split: the grounding question -> "#k"
     (form "question"), or the T-CoT prompt -> a T-CoT in mark form (form "trace"); with `video` (trace
     form), also each clip with its flash in view -> its T-CoT (the flashing object's mark and the flash
@@ -190,7 +209,10 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
     where it holds the evidence (`traces` "teacher"; the others give no example): the pointer is learned
     where a trace names its region, but which sides get the evidence stays the teacher's policy, as in
     the cold start's data, and is left for EG-RL to improve. `traces` "teacher_all": the teacher's trace on
-    every side, its misses included, so its rule for when it names the evidence is shown as well."""
+    every side, its misses included, so its rule for when it names the evidence is shown as well. With
+    `flashless` (video only), also each clip side whose flash is out of view (`flashless_clips`) -> its trace,
+    which names an object's motion: the only sides where a trace without a flash is right because there is
+    none to see, not because the teacher is blind to it."""
     if form not in GROUNDING_FORMS:
         raise ValueError(f"grounding form {form!r}: expected one of {GROUNDING_FORMS}")
     if traces not in GROUNDING_TRACES:
@@ -200,9 +222,12 @@ def grounding_examples(data_root: str | Path, prompt: ReasonerPrompt, *, split: 
                          "the answer is a region mark")
     if video and form != "trace":
         raise ValueError("video grounding examples are traces: they need form 'trace'")
+    if flashless and not video:
+        raise ValueError("flashless grounding examples are video examples: they need video=True")
     store = MediaStore(data_root)
     sides = [(image.ref, image) for image in detail_images(data_root, split)]
     sides += [(clip.ref, None) for clip in (flash_clips(data_root, split) if video else ())]
+    sides += [(ref, None) for ref in (flashless_clips(data_root, split) if flashless else ())]
     examples, blind = [], 0
     for ref, image in sides:
         messages, images = reasoner_input(ref, "query", store, prompt)

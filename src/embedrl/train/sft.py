@@ -79,6 +79,12 @@ class SFTStageConfig(trl.SFTConfig):
     grounding_video: bool = field(default=False, metadata={
         "help": "the grounding examples (trace form) also cover video clips: each clip's T-CoT prompt -> the "
                 "gold T-CoT naming the flashing object and the flash frame"})
+    flashless_clips: bool = field(default=False, metadata={
+        "help": "the warm-up's clip examples (the track question, the video grounding traces) also take the "
+                "training split's clip sides whose flash is out of view (hard negatives: Moment-Flash segments "
+                "outside the flash): their objects -> 'none', their trace an object's motion. Without them every "
+                "clip side the warm-up shows has a flash, and the cold start writes one on almost every segment "
+                "(docs/STATUS.md, issue 3, sessions 24-25)"})
     grounding_traces: str = field(default="gold", metadata={
         "help": "the trace form's T-CoTs: gold (every detailed side names its evidence) or teacher (the oracle "
                 "teacher's, only on the sides where it names the evidence: the pointer without the gold policy, "
@@ -113,6 +119,9 @@ class SFTStageConfig(trl.SFTConfig):
             raise ValueError(f"sft.track_form={self.track_form!r}: expected one of {TRACK_FORMS}")
         if self.grounding_video and self.grounding_form != "trace":
             raise ValueError("sft.grounding_video needs sft.grounding_form: trace (its examples are gold traces)")
+        if self.flashless_clips and not (self.grounding_video or self.track_steps):
+            raise ValueError("sft.flashless_clips needs sft.grounding_video: true or sft.track_steps > 0 "
+                             "(it adds to their clip examples)")
         if self.track_steps and not (self.grounded and self.reasoner_track_size > 0):
             raise ValueError("sft.track_steps needs sft.grounded: true and sft.reasoner_track_size > 0 "
                              "(its examples are the prompt's track strips)")
@@ -225,7 +234,7 @@ def _perception_warmup(model, processor, data_root, out_dir: Path, config: SFTSt
                lambda: pooled(lambda root, i: detail_examples(root, prompt, seed=config.seed + i))),
               ("track", config.track_steps,  # with the detail examples replayed: alone, it erased the dot
                lambda: pooled(lambda root, i: track_examples(root, prompt, seed=config.seed + i,
-                                                             form=config.track_form)
+                                                             form=config.track_form, flashless=config.flashless_clips)
                               + detail_examples(root, prompt, seed=config.seed + i))),
               ("grounding", config.grounding_steps, lambda: pooled(lambda root, _: _grounding(root, prompt, config)))]
     record: dict = {"settings": settings}
@@ -252,18 +261,19 @@ def _curriculum(config: SFTStageConfig) -> dict:
     return {"perception_steps": config.perception_steps, "track_steps": config.track_steps,
             "track_form": config.track_form, "grounding_steps": config.grounding_steps,
             "grounding_form": config.grounding_form, "grounding_video": config.grounding_video,
-            "grounding_traces": config.grounding_traces}
+            "grounding_traces": config.grounding_traces, "flashless_clips": config.flashless_clips}
 
 
 def _with_defaults(settings: dict) -> dict:
     """A warm-up record's settings with the defaults of fields added since it was written."""
-    return {"track_steps": 0, "track_form": "strip", "grounding_traces": "gold", **settings,
+    return {"track_steps": 0, "track_form": "strip", "grounding_traces": "gold", "flashless_clips": False,
+            **settings,
             "reasoner_prompt": ReasonerPrompt.from_dict(settings.get("reasoner_prompt")).to_dict()}
 
 
 def _grounding(data_root, prompt: ReasonerPrompt, config: SFTStageConfig) -> list[dict]:
     return grounding_examples(data_root, prompt, form=config.grounding_form, video=config.grounding_video,
-                              traces=config.grounding_traces)
+                              traces=config.grounding_traces, flashless=config.flashless_clips and config.grounding_video)
 
 
 def _write_metadata(base_dir, final: Path, config: SFTStageConfig, n_examples: int) -> None:
