@@ -225,6 +225,24 @@ def test_flashless_track_examples_ask_about_an_object_of_each_side_without_a_fla
         assert asked[0]["prompt"][-1]["content"][:-1] == messages[-1]["content"][:-1]
 
 
+def test_track_examples_in_which_form_ask_which_object_of_a_side_flashes(prepared_small):
+    """Form "which": one example per clip side, its own prompt asked "Which object flashes?" -> the flashing
+    object's mark, or "none" for a side whose flash is out of view (with flashless)."""
+    prompt = dataclasses.replace(PROMPT, track_size=28)
+    clips, sides = list(flash_clips(prepared_small)), list(flashless_clips(prepared_small))
+    examples = track_examples(prepared_small, prompt, seed=0, form="which", flashless=True)
+    assert len(examples) == len(clips) + len(sides)
+    answers = sorted(map(_answer, examples))
+    assert answers == sorted([f"#{c.ref.scene['event']['object'] + 1}" for c in clips] + ["none"] * len(sides))
+    assert all(e["prompt"][-1]["content"][-1]["text"] == "\nWhich object flashes?" for e in examples)
+    store = MediaStore(prepared_small)
+    clip = clips[0]
+    messages, images = reasoner_input(clip.ref, "query", store, prompt)
+    asked = [e for e in examples if len(e["images"]) == len(images) and all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(e["images"], images, strict=True))]
+    assert [_answer(e) for e in asked] == [f"#{clip.ref.scene['event']['object'] + 1}"]
+
+
 def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
     examples = grounding_examples(prepared_small, PROMPT)
     images = list(detail_images(prepared_small))

@@ -66,10 +66,11 @@ DETAIL_QUESTION = "Does it carry a {detail}?"
 GROUNDING_QUESTION = "Which region carries the {detail}?"
 TRACK_QUESTION = "Which frame flashes?"
 TRACK_MARK_QUESTION = "Which frame does #{mark} flash in?"
+TRACK_WHICH_QUESTION = "Which object flashes?"
 NO_FLASH = "none"
 GROUNDING_FORMS = ("question", "trace")
 GROUNDING_TRACES = ("gold", "teacher", "teacher_all")
-TRACK_FORMS = ("strip", "prompt")
+TRACK_FORMS = ("strip", "prompt", "which")
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,10 @@ def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int =
     another object of the same side -> "none". Form "strip": the object's track strip alone, "Which frame
     flashes?". Form "prompt": the clip's own grounded prompt (its frames, region lines and every strip),
     "Which frame does #k flash in?": the hop from a mark to its strip, which a trace takes when it writes
-    the frame after the flashing object's mark. With `flashless`, also one example per clip side whose flash
-    is out of view (`flashless_clips`): one of its objects -> "none"."""
+    the frame after the flashing object's mark. Form "which": one example per side, its own prompt asked
+    "Which object flashes?" -> "#k" (or "none"): the choice a trace makes at its first mark. With
+    `flashless`, also the clip sides whose flash is out of view (`flashless_clips`): one of their objects ->
+    "none" (form "which": the side -> "none")."""
     if prompt.track_size <= 0:
         raise ValueError("track examples need track strips in the prompt (sft.reasoner_track_size > 0)")
     if form not in TRACK_FORMS:
@@ -173,7 +176,11 @@ def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int =
     rng = random.Random(seed)
     examples = []
     for ref, asked in _track_questions(data_root, split, rng, flashless):
-        if form == "strip":
+        if form == "which":
+            messages, images = reasoner_input(ref, "query", store, prompt)
+            flashing = [f"#{index + 1}" for index, answer in asked if answer != NO_FLASH]
+            examples.append(_asked(messages, TRACK_WHICH_QUESTION, (flashing or [NO_FLASH])[0], images))
+        elif form == "strip":
             strips = track_strips(store.load(ref), ref.scene, prompt.track_size)
             examples += [_example([{"type": "image"}], TRACK_QUESTION, answer, [strips[index]])
                          for index, answer in asked]

@@ -67,7 +67,8 @@ class SFTStageConfig(trl.SFTConfig):
                 "(embedrl.train.perception); needs sft.reasoner_track_size > 0"})
     track_form: str = field(default="strip", metadata={
         "help": "the track phase's examples: strip (one track strip alone: which frame flashes?) or prompt (the "
-                "clip's grounded prompt: which frame does #k flash in?, the hop from a trace's mark to its strip)"})
+                "clip's grounded prompt: which frame does #k flash in?, the hop from a trace's mark to its strip) or which (the "
+                "clip's grounded prompt: which object flashes? -> #k or none, the choice at a trace's first mark)"})
     grounding_steps: int = field(default=0, metadata={
         "help": "steps on the grounding examples alone (sft.grounding_form), after the perception warm-up and "
                 "before the cold start"})
