@@ -9,12 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+from flash_questions import greedy_answers, moment_sides
 
 from embedrl.config import build_config
-from embedrl.data.sides import MediaStore
-from embedrl.eval.evaluator import load_task
-from embedrl.eval.registry import tasks_for_data
 from embedrl.experiment import ablation_recipe
 from embedrl.models.factory import load_model
 from embedrl.models.reasoner import reasoner_input
@@ -33,36 +30,20 @@ sft = {**sft, "grounding_steps": 0, "grounding_copies": 0, **extra}
 cfg = build_config(SFTStageConfig, "tiny", "sft", seed=1, output_dir=str(root / name / "unused"), **sft)
 model, processor = load_model(root / "seed-1" / "init" / "reasoner")
 model = _perception_warmup(model, processor, root / "prepared", root / name, cfg)
-model.eval()
-processor.tokenizer.padding_side = "left"
 prompt = cfg.reasoner_prompt()
-task = next(t for t in tasks_for_data(dev) if t.name == "Moment-Flash")
-data, store = load_task(dev, task), MediaStore(dev)
-seen, asks = set(), []
-for item in list(data.queries)[:60] + list(data.candidates):
-    ref = item.ref
-    if ref.media_path in seen:
-        continue
-    seen.add(ref.media_path)
+sides, store = moment_sides(dev, limit, clips_first=60)
+asks, examples = [], []
+for ref in sides:
     messages, images = reasoner_input(ref, "query", store, prompt)
     shown = flash_frame(ref.scene) is not None
     truth = f"#{ref.scene['event']['object'] + 1}" if shown else "none"
-    kind = ("segment" if ref.scene.get("segment") else "clip") + (" with flash" if shown else " without")
-    asks.append((kind, truth, _asked(messages, TRACK_WHICH_QUESTION, truth, images)))
-    if len(seen) >= limit:
-        break
+    asks.append((("segment" if ref.scene.get("segment") else "clip") + (" with flash" if shown else " without"), truth))
+    examples.append(_asked(messages, TRACK_WHICH_QUESTION, truth, images))
 counts = collections.Counter()
-for start in range(0, len(asks), 64):
-    chunk = asks[start:start + 64]
-    texts = [processor.apply_chat_template(a[2]["prompt"], tokenize=False, add_generation_prompt=True) for a in chunk]
-    batch = processor(text=texts, images=[im for a in chunk for im in a[2]["images"]], return_tensors="pt", padding=True)
-    with torch.no_grad():
-        out = model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
-    answers = processor.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    for (kind, truth, _), answer in zip(chunk, answers, strict=True):
-        counts[(kind, "n")] += 1
-        counts[(kind, "right")] += answer.strip() == truth
-        counts[(kind, "none")] += answer.strip() == "none"
+for (kind, truth), answer in zip(asks, greedy_answers(model, processor, examples, max_new_tokens=4), strict=True):
+    counts[(kind, "n")] += 1
+    counts[(kind, "right")] += answer == truth
+    counts[(kind, "none")] += answer == "none"
 for kind in sorted({k for k, _ in counts}):
     print(name, kind, "right", counts[(kind, "right")], "said none", counts[(kind, "none")], "of", counts[(kind, "n")],
           flush=True)
