@@ -178,8 +178,8 @@ def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int =
     for ref, asked in _track_questions(data_root, split, rng, flashless):
         if form == "which":
             messages, images = reasoner_input(ref, "query", store, prompt)
-            flashing = [f"#{index + 1}" for index, answer in asked if answer != NO_FLASH]
-            examples.append(_asked(messages, TRACK_WHICH_QUESTION, (flashing or [NO_FLASH])[0], images))
+            flashing = next((f"#{index + 1}" for index, answer in asked if answer != NO_FLASH), NO_FLASH)
+            examples.append(_asked(messages, TRACK_WHICH_QUESTION, flashing, images))
         elif form == "strip":
             strips = track_strips(store.load(ref), ref.scene, prompt.track_size)
             examples += [_example([{"type": "image"}], TRACK_QUESTION, answer, [strips[index]])
