@@ -240,3 +240,41 @@ def test_branch_exploration_refuses_to_run_without_numbered_copies():
     with pytest.raises(RuntimeError, match="start"):
         processor(torch.tensor([[1, MARK]]), _scores([0.0] * 9))
 
+
+
+def test_claim_choices_sample_and_credit_the_token_after_a_region_mark():
+    """egrl.claim_choices: what the trace says of a region (`#3 flashes` / `#3 moves`) is a choice point too,
+    after a one- or two-digit mark; not after a back-reference (`#=`), and not without the option."""
+    claims = ChoiceExploration(MARK, [DIGIT, DIGIT + 1], claims=True)
+    word_first = _scores([0.1, 0.3, 0.2, 3.0, 0.0, 0.0, 0.0, 2.0, 1.0])
+    previous = torch.tensor([[WORD, MARK, DIGIT], [MARK, DIGIT, DIGIT + 1], [WORD, MARK, WORD], [MARK, DIGIT, WORD]])
+    out = claims(previous, word_first.repeat(4, 1))
+    assert torch.equal(out[0], word_first[0]) and torch.equal(out[1], word_first[0])  # a claim: sampled as is
+    assert all(torch.isinf(row).sum() == 8 for row in out[2:])  # after '#=' and after the claim: greedy
+    plain = ChoiceExploration(MARK, [DIGIT, DIGIT + 1])
+    assert torch.isinf(plain(previous[:1], word_first.clone())).sum() == 8
+    completions = torch.tensor([[MARK, DIGIT, WORD, WORD, DIGIT, WORD],
+                                [MARK, DIGIT, DIGIT + 1, WORD, WORD, WORD],
+                                [WORD, MARK, WORD, WORD, WORD, WORD]])
+    assert claims.choice_mask(completions).tolist() == [[0, 1, 1, 0, 1, 0], [0, 1, 1, 1, 0, 0], [0, 0, 1, 0, 0, 0]]
+    assert plain.choice_mask(completions).tolist() == [[0, 1, 0, 0, 1, 0], [0, 1, 1, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
+
+
+def test_claim_choices_come_after_the_branch_and_need_its_sampling():
+    from embedrl.train.egrl import EGRLStageConfig
+    from embedrl.train.exploration import BranchExploration
+
+    processor = BranchExploration(MARK, [DIGIT, DIGIT + 1], group_size=2, claims=True)
+    processor.start(torch.tensor([[1, 2]] * 2))
+    at_mark = _scores([-5.0, -5.0, -5.0, -5.0, -5.0, -5.0, -5.0, 2.0, 1.0]).repeat(2, 1)
+    assert [int(row.argmax()) for row in processor(torch.tensor([[WORD, MARK]] * 2), at_mark)] == [DIGIT, DIGIT + 1]
+    word_first = _scores([0.1, 0.3, 0.2, 3.0, 0.0, 0.0, 0.0, 2.0, 1.0]).repeat(2, 1)
+    out = processor(torch.tensor([[MARK, DIGIT], [MARK, DIGIT + 1]]), word_first.clone())
+    assert torch.equal(out, word_first)  # the branched region's claim: sampled
+    with pytest.raises(ValueError, match="sample_after"):
+        BranchExploration(MARK, [DIGIT], group_size=2, claims=True, sample_after=False)
+    with pytest.raises(ValueError, match="claim_choices"):
+        EGRLStageConfig(output_dir="unused", exploration="branch", sample_after_branch=False, claim_choices=True,
+                        use_cpu=True)
+    with pytest.raises(ValueError, match="claim_choices"):
+        EGRLStageConfig(output_dir="unused", exploration="all", claim_choices=True, use_cpu=True)

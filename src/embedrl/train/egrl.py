@@ -80,6 +80,11 @@ class EGRLStageConfig(trl.GRPOConfig):
                 "false: greedy, so the rollouts of a side differ in their first mark only and the policy gradient "
                 "falls on it alone (a tiny Reasoner that cannot see the key frame learns a frame prior from them: "
                 "docs/STATUS.md, issue 3, session 19)"})
+    claim_choices: bool = field(default=False, metadata={
+        "help": "with exploration=choices or branch: the token after a region mark's number (what the trace says of "
+                "the region: '#3 flashes' or '#3 moves') is a choice point too, sampled and credited; without it a "
+                "cold start that names the right region with its teacher's wrong claim never tries the other "
+                "(docs/STATUS.md, issue 3, session 26)"})
     choice_advantages_only: bool = field(default=True, metadata={
         "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the "
                 "others are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
@@ -93,6 +98,10 @@ class EGRLStageConfig(trl.GRPOConfig):
         unknown = sorted(set(self.branch_modalities or ()) - set(SIDE_MODALITIES))
         if unknown:
             raise ValueError(f"egrl.branch_modalities: unknown modalities {unknown}; expected some of {SIDE_MODALITIES}")
+        if self.claim_choices and (self.exploration == "all"
+                                   or (self.exploration == "branch" and not self.sample_after_branch)):
+            raise ValueError("egrl.claim_choices: claims are choice points of exploration=choices, or of branch with "
+                             "sample_after_branch (exploration=all samples every token already)")
         self.reward_weights = [self.format_weight, self.process_weight, self.outcome_weight]
         self.shuffle_dataset = False  # batches are whole groups, laid out in order by egrl_dataset
         self.remove_unused_columns = False
@@ -343,7 +352,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
         choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
                                        group_size=config.num_generations, min_p=config.branch_threshold(),
                                        min_p_by_modality={m: config.branch_threshold(m) for m in SIDE_MODALITIES},
-                                       sample_after_branch=config.sample_after_branch)
+                                       sample_after_branch=config.sample_after_branch, claims=config.claim_choices)
         trainer_class = ChoiceGRPOTrainer
         choice_kwargs = {"choices": choices, "advantages_only": config.choice_advantages_only}
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
@@ -363,7 +372,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
                      "exploration": config.exploration,
                      **({"branch_min_p": choices.min_p_by_modality, "sample_after_branch": choices.sample_after}
                         if config.exploration == "branch" else {}),
-                     "choice_advantages_only": config.exploration != "all" and config.choice_advantages_only}
+                     "choice_advantages_only": config.exploration != "all" and config.choice_advantages_only,
+                     "claim_choices": config.claim_choices}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     return EGRLResult(out, rewards.history, time.perf_counter() - started)

@@ -9,7 +9,11 @@ every component), so most of a group's reward spread, and of GRPO's signal, is a
 `ChoiceExploration` samples only at the choice points of a grounded Reasoner's trace, and takes the
 most likely token everywhere else:
 - a region mark: the token after `#` (`#3`: which region the trace points at);
-- a number: a position whose most likely token is a number (a key frame, a count).
+- a number: a position whose most likely token is a number (a key frame, a count);
+- with `claims`, a region's claim: the token after a mark's number (`#3 flashes` or `#3 moves`: what the trace
+  says of the region). A cold start that copied its teacher's misses picks the right region and then writes
+  the teacher's claim about it ("moves" where the region flashes); without this choice the rollouts never
+  try the other claim (docs/STATUS.md, issue 3, session 26).
 The G rollouts of a side then differ in their choices only, so their reward spread is the choices'
 effect, and the tokens the rollouts share (same token after the same prefix) get advantages that sum
 to zero over the group: their gradients cancel, and the update falls on the choices. The sampled
@@ -49,21 +53,37 @@ EXPLORATION_MODES = ("all", "choices", "branch")
 class ChoiceExploration(LogitsProcessor):
     """Greedy except at choice points (after the mark token, or where a number is most likely)."""
 
-    def __init__(self, mark_token_id: int, number_token_ids: list[int]):
+    def __init__(self, mark_token_id: int, number_token_ids: list[int], *, claims: bool = False):
         self.mark_token_id = mark_token_id
         self.number_token_ids = torch.tensor(sorted(set(number_token_ids)), dtype=torch.long)
+        self.claims = claims
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         best = scores.argmax(dim=-1)
         choice = (input_ids[:, -1] == self.mark_token_id) | torch.isin(best, self.number_token_ids.to(best.device))
+        if self.claims:
+            choice = choice | self.region_number(input_ids)[:, -1]
         return torch.where(choice[:, None], scores, _greedy(scores))
 
     def choice_mask(self, completion_ids: torch.Tensor) -> torch.Tensor:
-        """1 at the tokens of completions [N, T] that were choices: the token after a mark, and every number.
-        (A number is only ever written where a number was most likely, a choice point; a non-number sampled
-        at such a point is the one choice this cannot see, and min_p makes it rare.)"""
+        """1 at the tokens of completions [N, T] that were choices: the token after a mark, and every number
+        (and with `claims` the token after a mark's number). (A number is only ever written where a number
+        was most likely, a choice point; a non-number sampled at such a point is the one choice this cannot
+        see, and min_p makes it rare.)"""
         numbers = torch.isin(completion_ids, self.number_token_ids.to(completion_ids.device))
-        return (self.after_mark(completion_ids) | numbers).long()
+        mask = self.after_mark(completion_ids) | numbers
+        if self.claims:
+            mask[:, 1:] |= self.region_number(completion_ids)[:, :-1] & ~numbers[:, 1:]
+        return mask.long()
+
+    def region_number(self, ids: torch.Tensor) -> torch.Tensor:
+        """True at the digits of the region marks in ids [N, T] (`#3`: the 3; `#12`: the 1 and the 2); the
+        token after a mark's last digit is the region's claim."""
+        numbers = torch.isin(ids, self.number_token_ids.to(ids.device))
+        first = self.after_mark(ids) & numbers
+        second = torch.zeros_like(first)
+        second[:, 1:] = first[:, :-1] & numbers[:, 1:]
+        return first | second
 
     def after_mark(self, completion_ids: torch.Tensor) -> torch.Tensor:
         """True at the tokens of completions [N, T] that follow a mark token (the region choices)."""
@@ -85,8 +105,11 @@ class BranchExploration(ChoiceExploration):
     marks that token alone."""
 
     def __init__(self, mark_token_id: int, number_token_ids: list[int], *, group_size: int, min_p: float = 0.1,
-                 min_p_by_modality: dict[str, float] | None = None, sample_after: bool = True):
-        super().__init__(mark_token_id, number_token_ids)
+                 min_p_by_modality: dict[str, float] | None = None, sample_after: bool = True,
+                 claims: bool = False):
+        if claims and not sample_after:
+            raise ValueError("BranchExploration: claims are choices after the branch; they need sample_after")
+        super().__init__(mark_token_id, number_token_ids, claims=claims)
         if group_size < 1:
             raise ValueError(f"BranchExploration: group_size must be >= 1, got {group_size}")
         self.group_size = group_size
@@ -165,27 +188,27 @@ def advantages_on_choices(batch: dict, choices: ChoiceExploration) -> dict:
     return batch
 
 
-def choice_exploration(tokenizer) -> ChoiceExploration:
+def choice_exploration(tokenizer, *, claims: bool = False) -> ChoiceExploration:
     """The processor for a tokenizer: its `#` token and every token that is a number (digits only)."""
     mark = tokenizer.convert_tokens_to_ids("#")
     if mark is None or mark == tokenizer.unk_token_id:
         raise ValueError("egrl.exploration=choices: the Reasoner's tokenizer has no '#' token for region marks")
     numbers = [i for token, i in tokenizer.get_vocab().items()
                if tokenizer.convert_tokens_to_string([token]).strip().isdigit()]
-    return ChoiceExploration(mark, numbers)
+    return ChoiceExploration(mark, numbers, claims=claims)
 
 
 def explore_only_choices(model, tokenizer, *, branch: bool = False, group_size: int = 1,
                          min_p: float = 0.1, min_p_by_modality: dict[str, float] | None = None,
-                         sample_after_branch: bool = True) -> ChoiceExploration:
+                         sample_after_branch: bool = True, claims: bool = False) -> ChoiceExploration:
     """Make the model's `generate` (as trl calls it) sample only at choice points, or with `branch` branch
     at the first region mark (`BranchExploration`, each prompt in `group_size` consecutive copies); returns
     the processor."""
-    processor = choice_exploration(tokenizer)
+    processor = choice_exploration(tokenizer, claims=claims)
     if branch:
         processor = BranchExploration(processor.mark_token_id, processor.number_token_ids.tolist(),
                                       group_size=group_size, min_p=min_p, min_p_by_modality=min_p_by_modality,
-                                      sample_after=sample_after_branch)
+                                      sample_after=sample_after_branch, claims=claims)
     plain_generate = model.generate
 
     def generate(*args, **kwargs):
