@@ -3,8 +3,10 @@ Does EG-RL's outcome reward care what a trace claims of the flashing object? On 
 of the first GROUPS (default 300) RL groups of DIR/prepared whose greedy trace names no flash: the policy's
 probability of " flashes" and of " moves" right after the greedy trace's first mark, and the outcome reward of the
 side's greedy trace, of the gold-form flash trace on the flashing object ("The #k flashes white in frame f",
-key frame f) and of that flash trace on the greedy mark, the group's other sides greedy. Split by whether the
-greedy mark is the flashing object. Writes DIR/seed-SEED/claim_reward-MODELNAME.json. rl split only."""
+key frame f) and of that flash trace on the greedy mark, the group's other sides greedy; and of the flash trace on
+both sides of the pair (its other side's too, when that is a clip side with its flash in view: the outcome of a
+side is its rank against the other sides' traces, so a claim only the one side makes may be worth nothing). Split
+by whether the greedy mark is the flashing object. Writes DIR/seed-SEED/claim_reward-MODELNAME.json. rl split only."""
 import json
 import sys
 from collections import defaultdict
@@ -53,8 +55,10 @@ for index in range(n_groups):
     columns = {k: [r[k] for r in group] for k in ("side", "pair_index", "role")}
     base = rewards._compute(greedy, columns)["outcome"]
     for s, ref in enumerate(refs):
+        if ref.media_kind != "video" or "flashes" in greedy[s] or not first_mark(greedy[s]):
+            continue
         frame = flash_frame(ref.scene)
-        if ref.media_kind != "video" or frame is None or "flashes" in greedy[s] or not first_mark(greedy[s]):
+        if frame is None:
             continue
         flashing, mark = ref.scene["event"]["object"] + 1, first_mark(greedy[s])
         prefix = greedy[s][:greedy[s].index(f"#{mark}") + len(f"#{mark}")]
@@ -64,12 +68,24 @@ for index in range(n_groups):
             texts = list(greedy)
             texts[s] = flash_trace(k, frame)
             row[name] = rewards._compute(texts, columns)["outcome"][s]
+        partner = next(j for j, r in enumerate(group) if r["pair_index"] == group[s]["pair_index"] and j != s)
+        other = refs[partner]
+        if other.media_kind == "video" and flash_frame(other.scene) is not None:
+            texts = list(greedy)
+            texts[s] = flash_trace(flashing, frame)
+            texts[partner] = flash_trace(other.scene["event"]["object"] + 1, flash_frame(other.scene))
+            row["flash_on_both_sides"] = rewards._compute(texts, columns)["outcome"][s]
+        else:
+            row["flash_on_both_sides"] = None
         found["greedy mark on the flashing object" if mark == flashing else "greedy mark elsewhere"].append(row)
 summary = {}
 for key, items in found.items():
     summary[key] = {"sides": len(items),
-                    **{f: float(np.mean([i[f] for i in items])) for f in items[0]},
+                    **{f: float(np.mean([i[f] for i in items if i[f] is not None] or [np.nan])) for f in items[0]},
                     "flash_on_object_beats_greedy": int(sum(i["flash_on_object"] > i["base"] + 1e-9 for i in items)),
+                    "flash_on_both_sides_beats_greedy": int(sum(i["flash_on_both_sides"] is not None
+                                                                and i["flash_on_both_sides"] > i["base"] + 1e-9
+                                                                for i in items)),
                     "claim_sampled_at_min_p": int(sum(i["p_flashes"] >= cfg.min_p * i["p_moves"] for i in items))}
     print(model_dir, key, json.dumps(summary[key]), flush=True)
 (root / f"seed-{seed}" / f"claim_reward-{Path(model_dir).parent.name}.json").write_text(
