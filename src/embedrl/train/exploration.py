@@ -13,7 +13,8 @@ most likely token everywhere else:
 - with `claims`, a region's claim: the token after a mark's number (`#3 flashes` or `#3 moves`: what the trace
   says of the region). A cold start that copied its teacher's misses picks the right region and then writes
   the teacher's claim about it ("moves" where the region flashes); without this choice the rollouts never
-  try the other claim (docs/STATUS.md, issue 3, session 26).
+  try the other claim. (Measured: no gain on the dev set. A claim earns reward only when the partner side's
+  rollouts make it too, since a side's outcome is its similarity to them: docs/STATUS.md, issue 3, session 26.)
 The G rollouts of a side then differ in their choices only, so their reward spread is the choices'
 effect, and the tokens the rollouts share (same token after the same prefix) get advantages that sum
 to zero over the group: their gradients cancel, and the update falls on the choices. The sampled
