@@ -61,3 +61,19 @@ def test_paper_profile_embedder_and_eval():
     config = build_config(EmbedderTrainConfig, "paper-2b", "embedder")
     assert config.deepspeed.endswith("zero2.json") and config.global_batch_size == 512
     assert build_config(EvalConfig, "paper-2b", "eval").max_new_tokens == 512
+
+
+def test_numbers_written_as_text_become_numbers_or_name_the_field():
+    from embedrl.train.egrl import EGRLStageConfig
+
+    # PyYAML reads `2e-4` (no dot) as a string: the CLI's --set and a profile's YAML both reach build_config so
+    egrl = build_config(EGRLStageConfig, "tiny", "egrl", output_dir="/tmp/x", learning_rate="2e-4",
+                        max_steps="1e2", branch_min_p="1e-3", reward_weights=[0.05, 0.8, 0.2])
+    assert egrl.learning_rate == 2e-4 and isinstance(egrl.learning_rate, float)
+    assert egrl.max_steps == 100 and isinstance(egrl.max_steps, int)
+    assert egrl.branch_min_p == 1e-3
+    assert build_config(EmbedderTrainConfig, temperature=1).temperature == 1.0
+    with pytest.raises(ValueError, match="EGRLStageConfig.learning_rate: expected a number, got 'fast'"):
+        build_config(EGRLStageConfig, "tiny", "egrl", output_dir="/tmp/x", learning_rate="fast")
+    with pytest.raises(ValueError, match="EGRLStageConfig.max_steps: expected a whole number"):
+        build_config(EGRLStageConfig, "tiny", "egrl", output_dir="/tmp/x", max_steps="2.5")

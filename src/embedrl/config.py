@@ -8,6 +8,7 @@ sections are `models`, `embedder`, `sft`, `egrl`, `eval`, `ablation`.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,14 +148,37 @@ def build_config(cls: type[T], profile: str | Path | None = None, section: str =
         raise ValueError(f"{cls.__name__}: unknown field(s) {unknown} (from profile {profile!s} section "
                          f"{section!r} or overrides); known: {sorted(names)}")
     hints = typing.get_type_hints(cls)
-    coerced = {k: _coerce(v, hints[k]) for k, v in values.items()}
+    coerced = {k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in values.items()}
     return cls(**coerced)
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """An int where a float is expected becomes a float; a number written as text becomes the number. YAML 1.1
+    (PyYAML) reads `2e-4` without a dot as text, so `--set egrl.learning_rate=2e-4` or `learning_rate: 1e-4` in
+    a profile would otherwise reach the optimizer as a string."""
+    number = _number_type(hint)
+    if number is None or isinstance(value, bool):
+        return value
+    if number is float and isinstance(value, int):
         return float(value)
-    return value
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    if number is float:
+        return parsed
+    if not parsed.is_integer():
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+    return int(parsed)
+
+
+def _number_type(hint: Any) -> type | None:
+    """float or int where `hint` is one of them, alone or with None; otherwise None."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+    return args[0] if len(args) == 1 and args[0] in (float, int) else None
 
 
 def config_dict(config: Any) -> dict[str, Any]:
