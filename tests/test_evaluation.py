@@ -89,7 +89,8 @@ def test_ablation_command_runs_every_stage_and_variant(tmp_path, capsys):
         assert 0 <= variant["overall"] <= 100 and len(variant["per_seed"]) == 1
     assert summary["pre_rl_check"][0]["groups"] > 0
     binding = summary["mark_binding"][0]
-    assert set(binding) == {"sft", "egrl"} and binding["sft"]["sides"] == binding["egrl"]["sides"]
+    assert set(binding) == {"sft", "egrl", "cold_start"} and binding["sft"]["sides"] == binding["egrl"]["sides"]
+    assert binding["cold_start"]["sides"] >= binding["sft"]["sides"]  # not limited to groups EG-RL left out
     assert json.loads((out / "seed-0" / "mark_binding.json").read_text()) == binding
     assert len(summary["reward_by_step"][0]) == 3
     assert "| egrl_cot |" in (out / "ablation.md").read_text()
@@ -137,6 +138,16 @@ def test_ablation_target_reads_margins_against_both_seed_spreads():
                             for name, v in session18.items()}}
     text = ablation_markdown(summary)
     assert "| egrl_cot - sft_cot | +0.1 | +1.3, -0.3, -0.7 |" in text and "Target met: no." in text
+    assert "NOT BOUND" not in text
+
+    # session 27's failed warm-up: the cold start's first marks at chance on 176 rl image sides
+    few = {"sides": 4, "binding_rate": 0.25, "chance": 0.16}
+    failed = {"sft": few, "egrl": few, "cold_start": {"sides": 176, "binding_rate": 0.148, "chance": 0.16}}
+    bound = {**failed, "cold_start": {"sides": 176, "binding_rate": 0.79, "chance": 0.16}}
+    text = ablation_markdown({**summary, "mark_binding": [failed, bound, {}]})
+    assert "- seed 0: held out from EG-RL, SFT 25%, EG-RL 25% (4 sides); cold start on the last 64 groups 15% of " \
+           "176 sides (chance 16%): **NOT BOUND**" in text
+    assert "- seed 1:" in text and text.count("NOT BOUND") == 1 and "- seed 2:" not in text
 
 
 def test_ablation_refuses_its_own_data_seed_as_perception_data(tmp_path):

@@ -218,9 +218,13 @@ def test_mark_binding_reads_the_first_mark_as_written(prepared_small, sft_reason
     resolved = reasoner.generate(sides, ["target"] * 4, store)
     assert any(re.search(r"#\d", t) for t in raw)
     assert sum(len(re.findall(r"#\d", t)) for t in resolved) < sum(len(re.findall(r"#\d", t)) for t in raw)
+    every_group = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", max_steps=10_000)
     with pytest.raises(ValueError, match="cannot hold out"):  # never on groups EG-RL trains on
-        mark_binding(prepared_small, sft_reasoner.out_dir / "model", build_config(
-            EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=".", max_steps=10_000), n_groups=8)
+        mark_binding(prepared_small, sft_reasoner.out_dir / "model", every_group, n_groups=8)
+    # a cold start has not seen the rl split: its binding may use the groups EG-RL trains on
+    cold = mark_binding(prepared_small, sft_reasoner.out_dir / "model", every_group, n_groups=8, held_out=False)
+    assert cold["sides"] == report["sides"] and cold["binding_rate"] == report["binding_rate"]
+    assert 0.0 < cold["chance"] < 0.5
 
 
 def test_rl_holdout_scores_held_out_groups_and_refuses_trained_ones(prepared_small, trained_embedder,

@@ -76,9 +76,22 @@ def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides:
     if sft_cfg.grounded:  # does the trace's region mark point at the detail? (a failed cold start shows here)
         binding = {stage: _timed(timings, f"binding_{stage}", mark_binding, prepared, out / stage / "model", egrl_cfg,
                                  n_groups=None) for stage in ("sft", "egrl")}
+        # the cold start has not seen the rl split: 64 groups, so that a warm-up whose pointer failed shows
+        binding["cold_start"] = _timed(timings, "binding_cold_start", mark_binding, prepared, out / "sft" / "model",
+                                       egrl_cfg, n_groups=64, held_out=False)
+        if unbound(binding["cold_start"]):
+            log.warning("seed %d: the cold start's marks do not bind (%s of %d rl image sides on the dotted region, "
+                        "chance %s): the perception warm-up did not learn the pointer", seed,
+                        _pct(binding["cold_start"]["binding_rate"]), binding["cold_start"]["sides"],
+                        _pct(binding["cold_start"]["chance"]))
         (out / "mark_binding.json").write_text(json.dumps(binding, indent=1) + "\n")
     return SeedRun(seed, out / "embedder" / "model", out / "sft" / "model", out / "egrl" / "model", timings,
                    result.history, check, binding)
+
+
+def unbound(binding: dict) -> bool:
+    """A binding measurement on enough sides (20) whose rate is under twice chance: marks that do not point."""
+    return binding.get("sides", 0) >= 20 and binding["binding_rate"] < 2 * binding["chance"]
 
 
 def _rl_sampling(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, log_name: str):
@@ -167,6 +180,17 @@ def _held_out_rows(prepared: Path, prompt, config, n_groups: int | None) -> tupl
         raise ValueError(f"only {total_groups} RL groups: cannot hold out {n_groups} past the {trained} "
                          "that EG-RL trains on")
     return rows[(total_groups - n_groups) * per_group:total_groups * per_group], sides
+
+
+def _last_rows(prepared: Path, prompt, config, n_groups: int) -> tuple[list[dict], list]:
+    """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, trained on or not."""
+    from embedrl.train.egrl import egrl_dataset
+
+    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
+    per_group = 2 * config.pairs_per_step
+    total_groups = len(rows) // per_group
+    first = max(0, total_groups - n_groups)
+    return rows[first * per_group:total_groups * per_group], sides
 
 
 def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, config, *,
@@ -258,15 +282,18 @@ def _group_modality(refs) -> str:
     return next((k for k in kinds if k), "text")
 
 
-def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int | None = 64) -> dict:
+def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int | None = 64,
+                 held_out: bool = True) -> dict:
     """How often a grounded Reasoner's greedy trace points at the detail: on the held-out RL groups of
     `rl_holdout` (`n_groups=None`: up to 64 of those past EG-RL's steps), the image sides whose scene marks
     exactly one region with a detail (MiniMMEB's dot), and the share whose first region mark (`#k`, as
-    written) is that region. Chance is about 1 / regions."""
+    written) is that region; `chance` is the mean of 1 / regions over those sides. `held_out=False` takes the
+    last `n_groups` (None: 64) groups whether EG-RL trains on them or not: for a Reasoner that has not seen the
+    rl split (a cold start), whose binding then rests on enough sides even when EG-RL uses almost every group."""
     import torch
 
     from embedrl.data.sides import MediaStore
-    from embedrl.models.reasoner import Reasoner, ReasonerPrompt
+    from embedrl.models.reasoner import Reasoner, ReasonerPrompt, side_regions
     from embedrl.tcot.regions import first_mark
     from embedrl.train.perception import single_detail
 
@@ -275,16 +302,20 @@ def mark_binding(prepared: Path, reasoner_dir: Path, config, *, n_groups: int | 
     prompt = ReasonerPrompt.of_model(reasoner_dir)
     if not prompt.grounded:
         raise ValueError(f"mark_binding: the Reasoner in {reasoner_dir} is not grounded (it writes no region marks)")
-    held, sides = _held_out_rows(prepared, prompt, config, n_groups)
+    if held_out:
+        held, sides = _held_out_rows(prepared, prompt, config, n_groups)
+    else:
+        held, sides = _last_rows(prepared, prompt, config, 64 if n_groups is None else n_groups)
     picked = [(r, sides[r["side"]]) for r in held if sides[r["side"]].media_kind == "image"]
     picked = [(r, ref, found[1]) for r, ref in picked if (found := single_detail(ref.scene or {})) is not None]
     if not picked:
-        return {"sides": 0, "binding_rate": None}
+        return {"sides": 0, "binding_rate": None, "chance": None}
     texts = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length).generate(
         [ref for _, ref, _ in picked], [r["role"] for r, _, _ in picked], MediaStore(prepared), batch_size=128,
         resolve=False)
     hits = [first_mark(t) == mark for t, (_, _, mark) in zip(texts, picked, strict=True)]
-    return {"sides": len(hits), "binding_rate": float(np.mean(hits))}
+    chance = np.mean([1 / len(side_regions(ref, prompt)) for _, ref, _ in picked])
+    return {"sides": len(hits), "binding_rate": float(np.mean(hits)), "chance": float(chance)}
 
 
 def reward_alignment(prepared: Path, reasoner_dir: Path, embedder_dir: Path, config, *, n_groups: int = 16,
@@ -551,12 +582,13 @@ def ablation_markdown(summary: dict) -> str:
                      f"{'passed' if check['passed'] else 'FAILED'}")
     bindings = summary.get("mark_binding") or []
     if any(bindings):
-        lines += ["", "Mark binding (held-out RL images with one detailed region: greedy first mark on it; "
-                      "chance is about 1 / regions):", ""]
+        lines += ["", "Mark binding (RL images with one detailed region: greedy first mark on it; chance is about "
+                      "1 / regions):", ""]
         for binding, seed in zip(bindings, summary["seeds"], strict=True):
             if binding:
-                lines.append(f"- seed {seed}: SFT {_pct(binding['sft']['binding_rate'])}, EG-RL "
-                             f"{_pct(binding['egrl']['binding_rate'])} ({binding['sft']['sides']} sides)")
+                lines.append(f"- seed {seed}: held out from EG-RL, SFT {_pct(binding['sft']['binding_rate'])}, EG-RL "
+                             f"{_pct(binding['egrl']['binding_rate'])} ({binding['sft']['sides']} sides)"
+                             + _cold_start_binding(binding.get("cold_start")))
     lines += ["", "Reward by step (EG-RL, mean over each generation batch, one RL group; with gradient accumulation "
                   "an optimizer step takes several; every 10th):", ""]
     for history, seed in zip(summary["reward_by_step"], summary["seeds"], strict=True):
@@ -565,6 +597,14 @@ def ablation_markdown(summary: dict) -> str:
         lines.append(f"- seed {seed} (outcome/process/format): {steps}")
     lines += ["", f"Wall time: {summary['seconds']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def _cold_start_binding(binding: dict | None) -> str:
+    if not binding:
+        return ""
+    text = (f"; cold start on the last 64 groups {_pct(binding['binding_rate'])} of {binding['sides']} sides "
+            f"(chance {_pct(binding['chance'])})")
+    return text + (": **NOT BOUND**, the warm-up did not learn the pointer" if unbound(binding) else "")
 
 
 def _pct(value) -> str:
