@@ -35,6 +35,7 @@ from embedrl.train.perception import (
     grounding_examples,
     single_detail,
     track_examples,
+    track_forms,
 )
 from embedrl.train.sft import PERCEPTION_DONE, SFTStageConfig, sft_examples, train_sft
 
@@ -243,6 +244,21 @@ def test_track_examples_in_which_form_ask_which_object_of_a_side_flashes(prepare
     assert [_answer(e) for e in asked] == [f"#{clip.ref.scene['event']['object'] + 1}"]
 
 
+def test_track_forms_joined_by_plus_give_each_forms_examples_of_every_side(prepared_small):
+    """"strip+which": the strip examples and the which examples of every clip side (flash-less ones too), the
+    same questions about the same objects as each form alone; a form named twice or unknown is refused."""
+    prompt = dataclasses.replace(PROMPT, track_size=28)
+    both = track_examples(prepared_small, prompt, seed=0, form="strip+which", flashless=True)
+    alone = [track_examples(prepared_small, prompt, seed=0, form=form, flashless=True) for form in ("strip", "which")]
+    assert len(both) == sum(map(len, alone))
+    questions = sorted((e["prompt"][-1]["content"][-1]["text"].strip(), _answer(e)) for e in both)
+    assert questions == sorted((e["prompt"][-1]["content"][-1]["text"].strip(), _answer(e)) for e in alone[0] + alone[1])
+    assert track_forms("which+strip") == ["which", "strip"]
+    for bad in ("strip+strip", "strip+caption", "strip+", "+which"):
+        with pytest.raises(ValueError, match="joined by"):
+            track_examples(prepared_small, prompt, form=bad)
+
+
 def test_grounding_examples_answer_with_the_dotted_mark(prepared_small):
     examples = grounding_examples(prepared_small, PROMPT)
     images = list(detail_images(prepared_small))
@@ -296,6 +312,8 @@ def test_sft_config_rejects_grounding_without_a_grounded_prompt(tmp_path):
                      grounding_form="question")
     with pytest.raises(ValueError, match="track_form"):
         build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), track_form="caption")
+    with pytest.raises(ValueError, match="sft.track_form='strip\\+strip'"):
+        build_config(SFTStageConfig, MICRO_PROFILE, "sft", output_dir=str(tmp_path), track_form="strip+strip")
 
 
 @pytest.mark.timeout(600)

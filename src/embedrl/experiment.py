@@ -67,16 +67,10 @@ def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides:
     _timed(timings, "sft_cold_start", train_sft, prepared, init / "reasoner", out / "sft", sft_cfg)
     egrl_cfg = build_config(EGRLStageConfig, profile, "egrl", seed=seed, output_dir=str(out / "egrl"),
                             **overrides.get("egrl", {}))
-    check = _timed(timings, "pre_rl_check", pre_rl_check, prepared, out / "sft" / "model",
-                   out / "embedder" / "model", egrl_cfg)
-    (out / "pre_rl_check.json").write_text(json.dumps(check, indent=1) + "\n")
-    result = _timed(timings, "eg_rl", train_egrl, prepared, out / "sft" / "model", out / "embedder" / "model",
-                    out / "egrl", egrl_cfg)
     binding = {}
-    if sft_cfg.grounded:  # does the trace's region mark point at the detail? (a failed cold start shows here)
-        binding = {stage: _timed(timings, f"binding_{stage}", mark_binding, prepared, out / stage / "model", egrl_cfg,
-                                 n_groups=None) for stage in ("sft", "egrl")}
-        # the cold start has not seen the rl split: 64 groups, so that a warm-up whose pointer failed shows
+    if sft_cfg.grounded:  # does the trace's region mark point at the detail? (a failed warm-up shows here)
+        # before EG-RL, so that a cold start whose marks do not point is reported before RL time is spent on it;
+        # it has not seen the rl split: the last 64 groups, enough sides even when EG-RL uses almost every group
         binding["cold_start"] = _timed(timings, "binding_cold_start", mark_binding, prepared, out / "sft" / "model",
                                        egrl_cfg, n_groups=64, held_out=False)
         if unbound(binding["cold_start"]):
@@ -84,6 +78,14 @@ def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides:
                         "chance %s): the perception warm-up did not learn the pointer", seed,
                         _pct(binding["cold_start"]["binding_rate"]), binding["cold_start"]["sides"],
                         _pct(binding["cold_start"]["chance"]))
+    check = _timed(timings, "pre_rl_check", pre_rl_check, prepared, out / "sft" / "model",
+                   out / "embedder" / "model", egrl_cfg)
+    (out / "pre_rl_check.json").write_text(json.dumps(check, indent=1) + "\n")
+    result = _timed(timings, "eg_rl", train_egrl, prepared, out / "sft" / "model", out / "embedder" / "model",
+                    out / "egrl", egrl_cfg)
+    if sft_cfg.grounded:
+        binding.update({stage: _timed(timings, f"binding_{stage}", mark_binding, prepared, out / stage / "model",
+                                      egrl_cfg, n_groups=None) for stage in ("sft", "egrl")})
         (out / "mark_binding.json").write_text(json.dumps(binding, indent=1) + "\n")
     return SeedRun(seed, out / "embedder" / "model", out / "sft" / "model", out / "egrl" / "model", timings,
                    result.history, check, binding)
@@ -168,28 +170,28 @@ def _held_out_rows(prepared: Path, prompt, config, n_groups: int | None) -> tupl
     """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, which must lie
     past the groups EG-RL trains on (one per micro-batch: `max_steps` x `gradient_accumulation_steps`);
     None: up to 64 of those there are."""
-    from embedrl.train.egrl import egrl_dataset
-
-    rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
-    per_group = 2 * config.pairs_per_step
-    total_groups = len(rows) // per_group
     trained = config.max_steps * config.gradient_accumulation_steps  # one group per micro-batch
-    if n_groups is None:
-        n_groups = max(0, min(64, total_groups - trained))
-    if total_groups - n_groups < trained:
-        raise ValueError(f"only {total_groups} RL groups: cannot hold out {n_groups} past the {trained} "
-                         "that EG-RL trains on")
-    return rows[(total_groups - n_groups) * per_group:total_groups * per_group], sides
+
+    def past_training(total_groups: int) -> int:
+        wanted = max(0, min(64, total_groups - trained)) if n_groups is None else n_groups
+        if total_groups - wanted < trained:
+            raise ValueError(f"only {total_groups} RL groups: cannot hold out {wanted} past the {trained} "
+                             "that EG-RL trains on")
+        return wanted
+
+    return _last_rows(prepared, prompt, config, past_training)
 
 
-def _last_rows(prepared: Path, prompt, config, n_groups: int) -> tuple[list[dict], list]:
-    """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, trained on or not."""
+def _last_rows(prepared: Path, prompt, config, n_groups) -> tuple[list[dict], list]:
+    """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, trained on or not
+    (`n_groups` may also be a function of the number of groups there are)."""
     from embedrl.train.egrl import egrl_dataset
 
     rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     per_group = 2 * config.pairs_per_step
     total_groups = len(rows) // per_group
-    first = max(0, total_groups - n_groups)
+    wanted = n_groups(total_groups) if callable(n_groups) else n_groups
+    first = max(0, total_groups - wanted)
     return rows[first * per_group:total_groups * per_group], sides
 
 

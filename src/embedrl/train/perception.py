@@ -165,31 +165,43 @@ def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int =
     flashes?". Form "prompt": the clip's own grounded prompt (its frames, region lines and every strip),
     "Which frame does #k flash in?": the hop from a mark to its strip, which a trace takes when it writes
     the frame after the flashing object's mark. Form "which": one example per side, its own prompt asked
-    "Which object flashes?" -> "#k" (or "none"): the choice a trace makes at its first mark. With
+    "Which object flashes?" -> "#k" (or "none"): the choice a trace makes at its first mark. Forms joined by
+    "+" (`track_forms`) give each form's examples of every side. With
     `flashless`, also the clip sides whose flash is out of view (`flashless_clips`): one of their objects ->
     "none" (form "which": the side -> "none")."""
     if prompt.track_size <= 0:
         raise ValueError("track examples need track strips in the prompt (sft.reasoner_track_size > 0)")
-    if form not in TRACK_FORMS:
-        raise ValueError(f"track form {form!r}: expected one of {TRACK_FORMS}")
+    forms = track_forms(form)
     store = MediaStore(data_root)
     rng = random.Random(seed)
     examples = []
     for ref, asked in _track_questions(data_root, split, rng, flashless):
-        if form == "which":
-            messages, images = reasoner_input(ref, "query", store, prompt)
-            flashing = next((f"#{index + 1}" for index, answer in asked if answer != NO_FLASH), NO_FLASH)
-            examples.append(_asked(messages, TRACK_WHICH_QUESTION, flashing, images))
-        elif form == "strip":
-            strips = track_strips(store.load(ref), ref.scene, prompt.track_size)
-            examples += [_example([{"type": "image"}], TRACK_QUESTION, answer, [strips[index]])
-                         for index, answer in asked]
-        else:
-            messages, images = reasoner_input(ref, "query", store, prompt)
-            examples += [_asked(messages, TRACK_MARK_QUESTION.format(mark=index + 1), answer, images)
-                         for index, answer in asked]
+        for each in forms:
+            examples += _track_form_examples(each, ref, asked, store, prompt)
     rng.shuffle(examples)
     return examples
+
+
+def track_forms(form: str) -> list[str]:
+    """The forms a track phase mixes: one of TRACK_FORMS, or several joined by "+" (e.g. "strip+which": the
+    strip alone, which lets the image traces' marks bind in the grounding phase after it, and the clip's own
+    prompt asked which object flashes; docs/STATUS.md, issue 3, session 28)."""
+    forms = form.split("+")
+    if any(each not in TRACK_FORMS for each in forms) or len(set(forms)) != len(forms):
+        raise ValueError(f"track form {form!r}: expected one of {TRACK_FORMS}, or several of them joined by '+'")
+    return forms
+
+
+def _track_form_examples(form: str, ref: SideRef, asked: list[tuple[int, str]], store: MediaStore,
+                         prompt: ReasonerPrompt) -> list[dict]:
+    if form == "strip":
+        strips = track_strips(store.load(ref), ref.scene, prompt.track_size)
+        return [_example([{"type": "image"}], TRACK_QUESTION, answer, [strips[index]]) for index, answer in asked]
+    messages, images = reasoner_input(ref, "query", store, prompt)
+    if form == "which":
+        flashing = next((f"#{index + 1}" for index, answer in asked if answer != NO_FLASH), NO_FLASH)
+        return [_asked(messages, TRACK_WHICH_QUESTION, flashing, images)]
+    return [_asked(messages, TRACK_MARK_QUESTION.format(mark=index + 1), answer, images) for index, answer in asked]
 
 
 def _track_questions(data_root, split: str, rng: random.Random,

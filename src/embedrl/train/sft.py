@@ -23,10 +23,10 @@ from embedrl.train.embedder import load_pairs
 from embedrl.train.perception import (
     GROUNDING_FORMS,
     GROUNDING_TRACES,
-    TRACK_FORMS,
     detail_examples,
     grounding_examples,
     track_examples,
+    track_forms,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,9 @@ class SFTStageConfig(trl.SFTConfig):
     track_form: str = field(default="strip", metadata={
         "help": "the track phase's examples: strip (one track strip alone: which frame flashes?) or prompt (the "
                 "clip's grounded prompt: which frame does #k flash in?, the hop from a trace's mark to its strip) or which (the "
-                "clip's grounded prompt: which object flashes? -> #k or none, the choice at a trace's first mark)"})
+                "clip's grounded prompt: which object flashes? -> #k or none, the choice at a trace's first mark), or "
+                "several joined by '+' (strip+which: the strip keeps the image marks' binding, docs/STATUS.md, issue 3, "
+                "session 28)"})
     grounding_steps: int = field(default=0, metadata={
         "help": "steps on the grounding examples alone (sft.grounding_form), after the perception warm-up and "
                 "before the cold start"})
@@ -116,8 +118,10 @@ class SFTStageConfig(trl.SFTConfig):
             raise ValueError(f"sft.grounding_traces={self.grounding_traces!r}: expected one of {GROUNDING_TRACES}")
         if self.grounding_traces != "gold" and self.grounding_form != "trace":
             raise ValueError("sft.grounding_traces applies to sft.grounding_form: trace only")
-        if self.track_form not in TRACK_FORMS:
-            raise ValueError(f"sft.track_form={self.track_form!r}: expected one of {TRACK_FORMS}")
+        try:
+            track_forms(self.track_form)
+        except ValueError as error:
+            raise ValueError(f"sft.track_form={self.track_form!r}: {error}") from None
         if self.grounding_video and self.grounding_form != "trace":
             raise ValueError("sft.grounding_video needs sft.grounding_form: trace (its examples are gold traces)")
         if self.flashless_clips and not (self.grounding_video or self.track_steps):
