@@ -184,8 +184,8 @@ def track_examples(data_root: str | Path, prompt: ReasonerPrompt, *, seed: int =
 
 def track_forms(form: str) -> list[str]:
     """The forms a track phase mixes: one of TRACK_FORMS, or several joined by "+" (e.g. "strip+which": the
-    strip alone, which lets the image traces' marks bind in the grounding phase after it, and the clip's own
-    prompt asked which object flashes; docs/STATUS.md, issue 3, session 28)."""
+    strip alone, after which the grounding phase binds the image traces' marks, and the clip's own prompt
+    asked which object flashes; docs/STATUS.md, issue 3, session 28)."""
     forms = form.split("+")
     if any(each not in TRACK_FORMS for each in forms) or len(set(forms)) != len(forms):
         raise ValueError(f"track form {form!r}: expected one of {TRACK_FORMS}, or several of them joined by '+'")

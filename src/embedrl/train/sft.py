@@ -69,8 +69,9 @@ class SFTStageConfig(trl.SFTConfig):
         "help": "the track phase's examples: strip (one track strip alone: which frame flashes?) or prompt (the "
                 "clip's grounded prompt: which frame does #k flash in?, the hop from a trace's mark to its strip) or which (the "
                 "clip's grounded prompt: which object flashes? -> #k or none, the choice at a trace's first mark), or "
-                "several joined by '+' (strip+which: the strip keeps the image marks' binding, docs/STATUS.md, issue 3, "
-                "session 28)"})
+                "several joined by '+' (strip+which: the strip phase lets the grounding phase bind the image marks, "
+                "which alone did not on seed 0's init; its cold start still scored 7 points under strip's on the dev "
+                "set, video -19: docs/STATUS.md, issue 3, session 28)"})
     grounding_steps: int = field(default=0, metadata={
         "help": "steps on the grounding examples alone (sft.grounding_form), after the perception warm-up and "
                 "before the cold start"})
