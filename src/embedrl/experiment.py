@@ -78,6 +78,7 @@ def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides:
                         "chance %s): the perception warm-up did not learn the pointer", seed,
                         _pct(binding["cold_start"]["binding_rate"]), binding["cold_start"]["sides"],
                         _pct(binding["cold_start"]["chance"]))
+        (out / "mark_binding.json").write_text(json.dumps(binding, indent=1) + "\n")  # kept if EG-RL fails
     check = _timed(timings, "pre_rl_check", pre_rl_check, prepared, out / "sft" / "model",
                    out / "embedder" / "model", egrl_cfg)
     (out / "pre_rl_check.json").write_text(json.dumps(check, indent=1) + "\n")
