@@ -171,29 +171,30 @@ def _held_out_rows(prepared: Path, prompt, config, n_groups: int | None) -> tupl
     """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, which must lie
     past the groups EG-RL trains on (one per micro-batch: `max_steps` x `gradient_accumulation_steps`);
     None: up to 64 of those there are."""
+    rows, sides, per_group, total_groups = _rl_groups(prepared, prompt, config)
     trained = config.max_steps * config.gradient_accumulation_steps  # one group per micro-batch
-
-    def past_training(total_groups: int) -> int:
-        wanted = max(0, min(64, total_groups - trained)) if n_groups is None else n_groups
-        if total_groups - wanted < trained:
-            raise ValueError(f"only {total_groups} RL groups: cannot hold out {wanted} past the {trained} "
-                             "that EG-RL trains on")
-        return wanted
-
-    return _last_rows(prepared, prompt, config, past_training)
+    if n_groups is None:
+        n_groups = max(0, min(64, total_groups - trained))
+    if total_groups - n_groups < trained:
+        raise ValueError(f"only {total_groups} RL groups: cannot hold out {n_groups} past the {trained} "
+                         "that EG-RL trains on")
+    return rows[(total_groups - n_groups) * per_group:total_groups * per_group], sides
 
 
-def _last_rows(prepared: Path, prompt, config, n_groups) -> tuple[list[dict], list]:
-    """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, trained on or not
-    (`n_groups` may also be a function of the number of groups there are)."""
+def _last_rows(prepared: Path, prompt, config, n_groups: int) -> tuple[list[dict], list]:
+    """The EG-RL rows (and sides) of the last `n_groups` groups in `egrl_dataset`'s order, trained on or not."""
+    rows, sides, per_group, total_groups = _rl_groups(prepared, prompt, config)
+    first = max(0, total_groups - n_groups)
+    return rows[first * per_group:total_groups * per_group], sides
+
+
+def _rl_groups(prepared: Path, prompt, config) -> tuple[list[dict], list, int, int]:
+    """The EG-RL rows and sides in `egrl_dataset`'s order, the rows per group and the number of whole groups."""
     from embedrl.train.egrl import egrl_dataset
 
     rows, sides = egrl_dataset(prepared, pairs_per_step=config.pairs_per_step, prompt=prompt, seed=config.seed)
     per_group = 2 * config.pairs_per_step
-    total_groups = len(rows) // per_group
-    wanted = n_groups(total_groups) if callable(n_groups) else n_groups
-    first = max(0, total_groups - wanted)
-    return rows[first * per_group:total_groups * per_group], sides
+    return rows, sides, per_group, len(rows) // per_group
 
 
 def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, config, *,
