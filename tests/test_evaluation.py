@@ -38,6 +38,18 @@ def test_gold_traces_hold_the_evidence_and_invent_nothing(oracle_result):
     stats = oracle_result["trace_stats"]
     assert stats["evidence_rate"] == 1.0
     assert stats["absent_rate"] == 0.0
+    assert stats["evidence_rate_teacher_misses"] == 1.0
+
+
+def test_the_teacher_holds_no_evidence_on_its_own_blind_spots(prepared_small, trained_embedder, oracle_result):
+    """The rate on the teacher's misses is what a Reasoner learned beyond its teacher: 0 for the teacher itself,
+    while its overall evidence rate sits between 0 and gold's."""
+    from embedrl.eval.evaluator import StoredTrace, evaluate
+
+    teacher = evaluate(prepared_small, trained_embedder, StoredTrace("teacher", "teacher_cot"), max_queries=6)
+    stats = teacher["trace_stats"]
+    assert stats["evidence_rate_teacher_misses"] == 0.0
+    assert 0.0 < stats["evidence_rate"] < oracle_result["trace_stats"]["evidence_rate"]
 
 
 def test_reasoner_traces_are_written_and_counted(prepared_small, trained_embedder, sft_reasoner):

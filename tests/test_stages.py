@@ -142,6 +142,60 @@ def test_egrl_exploring_choices_moves_only_through_the_choices_advantages(prepar
         assert ratios_taken == pytest.approx(expected)
 
 
+def test_on_sides_zeroes_the_advantages_of_the_sides_not_kept():
+    import torch
+
+    from embedrl.train.egrl import on_sides
+
+    per_completion = torch.tensor([1.0, -2.0, 0.5])
+    assert on_sides(per_completion, np.array([1.0, 0.0, 1.0])).tolist() == [1.0, 0.0, 0.5]
+    per_token = torch.ones(3, 4)
+    assert on_sides(per_token, np.array([0.0, 1.0, 0.0])).sum(dim=1).tolist() == [0.0, 4.0, 0.0]
+
+
+@pytest.mark.timeout(600)
+def test_egrl_on_missed_sides_trains_only_where_the_greedy_trace_misses(prepared_small, trained_embedder,
+                                                                       sft_reasoner, tmp_path, monkeypatch):
+    """policy_gradient_on=missed: the sides are those whose greedy trace misses (or does not parse) in
+    rl_holdout's per-side reading (its own rows and Reasoner load), kept in missed_sides.json, and each generation batch's advantages are
+    weighted by them, row for row of the group it trains on."""
+    import embedrl.train.egrl as egrl
+    from embedrl.config import build_config
+    from embedrl.experiment import rl_holdout
+    from embedrl.models.reasoner import ReasonerPrompt
+
+    model = sft_reasoner.out_dir / "model"
+    config = build_config(egrl.EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=str(tmp_path), max_steps=2,
+                          policy_gradient_on="missed", save_strategy="no")
+    seen = []
+
+    def recorded(advantages, keep):
+        seen.append((advantages.clone(), keep.copy()))
+        return real(advantages, keep)
+
+    real = egrl.on_sides
+    monkeypatch.setattr(egrl, "on_sides", recorded)
+    egrl.train_egrl(prepared_small, model, trained_embedder, tmp_path, config)
+    record = json.loads((tmp_path / egrl.MISSED_SIDES).read_text())
+    missed = np.array(record["missed"])
+    assert record["missed_count"] == missed.sum() and 0 < missed.sum() < len(missed)
+    assert json.loads((tmp_path / "model" / "embedrl.json").read_text())["stage"]["policy_gradient_on"] == "missed"
+
+    rows, _ = egrl.egrl_dataset(prepared_small, pairs_per_step=config.pairs_per_step,
+                                prompt=ReasonerPrompt.of_model(model), seed=config.seed)
+    held = rl_holdout(prepared_small, model, trained_embedder, config, n_groups=2, per_side=True)
+    last = rows[-len(held["sides"]):]
+    assert [missed[r["side"]] for r in last] == [not s["hit"] or s["cue"] is None for s in held["sides"]]
+
+    per_group = 2 * config.pairs_per_step
+    assert len(seen) == 2  # one generation batch per step, group after group
+    for step, (advantages, keep) in enumerate(seen):
+        group = rows[step * per_group:(step + 1) * per_group]
+        expected = np.repeat([missed[r["side"]] for r in group], config.num_generations).astype(float)
+        assert sorted(keep.tolist()) == sorted(expected.tolist())
+        assert len(keep) == len(advantages)
+
+
 @pytest.mark.timeout(600)
 def test_egrl_accumulates_whole_groups_into_one_update(prepared_small, trained_embedder, sft_reasoner, tmp_path):
     """gradient_accumulation_steps=2: each optimizer step averages the gradients of two RL groups, each

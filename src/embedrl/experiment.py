@@ -214,13 +214,10 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
 
     from embedrl.data.sides import MediaStore
     from embedrl.models.embedder import load_embedder
-    from embedrl.models.prefix_cache import embed_sides
     from embedrl.models.reasoner import Reasoner, ReasonerPrompt
     from embedrl.tcot import render
     from embedrl.tcot.teachers import names_disambiguating_evidence, side_gold_tcot
-    from embedrl.train.egrl import _parse
-    from embedrl.train.embedder import build_side
-    from embedrl.train.rewards import outcome_details
+    from embedrl.train.egrl import rank_in_groups
 
     if source == "reasoner" and reasoner_dir is None:
         raise ValueError("rl_holdout: pass a Reasoner directory to score its traces (or source='teacher'/'gold')")
@@ -241,23 +238,14 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
         texts = [render(side_gold_tcot(r)) for r in refs]
     else:
         raise ValueError(f"unknown trace source {source!r}: reasoner, teacher or gold")
-    traces = [_parse(t, r, store) for t, r in zip(texts, refs, strict=True)]
     embedder, inputs = load_embedder(embedder_dir)
-    vectors = embed_sides(embedder, inputs, [build_side(r, store, t) for r, t in zip(refs, traces, strict=True)],
-                          shared_prefix=config.shared_prefix)
-    vectors = vectors.reshape(n_groups, config.pairs_per_step, 2, -1)  # rows go q0, t0, q1, t1, ...
-    hits, outcome, hits_by_modality = [], [], {}
+    ranked = rank_in_groups(refs, texts, store, embedder, inputs, config)
+    traces, side_hits = ranked.traces, ranked.acc.astype(bool)  # per row: rows run q0, t0, q1, t1, ...
     size = 2 * config.pairs_per_step
     group_modality = [_group_modality(refs[g * size:(g + 1) * size]) for g in range(n_groups)]
-    side_hits = np.zeros(len(held), dtype=bool)  # per row: rows run q0, t0, q1, t1, ...
-    for index, group in enumerate(vectors):
-        q_det, t_det = outcome_details(group[:, None, 0], group[:, None, 1], tau=config.outcome_tau)
-        group_hits = [*q_det.acc.ravel(), *t_det.acc.ravel()]
-        hits += group_hits
-        side_hits[index * size:(index + 1) * size:2] = q_det.acc.ravel()
-        side_hits[index * size + 1:(index + 1) * size:2] = t_det.acc.ravel()
-        outcome += [*q_det.reward.ravel(), *t_det.reward.ravel()]
-        hits_by_modality.setdefault(group_modality[index], []).extend(group_hits)
+    hits_by_modality = {}
+    for index in range(n_groups):
+        hits_by_modality.setdefault(group_modality[index], []).extend(ranked.acc[index * size:(index + 1) * size])
     fine = [(t, r) for t, r in zip(traces, refs, strict=True) if t is not None and _has_fine_evidence(r.scene)]
 
     def evidence(sides) -> float | None:
@@ -266,7 +254,7 @@ def rl_holdout(prepared: Path, reasoner_dir: Path | None, embedder_dir: Path, co
     by_modality = {m: {"sides": len(h), "hit_at_1": float(np.mean(h)),
                        "evidence_rate": evidence([(t, r) for t, r in fine if _MODALITY.get(r.scene["type"]) == m])}
                    for m, h in sorted(hits_by_modality.items())}
-    result = {"groups": n_groups, "hit_at_1": float(np.mean(hits)), "outcome": float(np.mean(outcome)),
+    result = {"groups": n_groups, "hit_at_1": float(np.mean(ranked.acc)), "outcome": float(np.mean(ranked.outcome)),
               "format_rate": float(np.mean([t is not None for t in traces])), "evidence_rate": evidence(fine),
               "by_modality": by_modality}
     if per_side:
@@ -568,8 +556,9 @@ def _yes(flag: bool) -> str:
 def ablation_markdown(summary: dict) -> str:
     lines = [f"# Miniature ablation (profile {summary['profile']}, data seed {summary['data_seed']}, "
              f"seeds {summary['seeds']})", "",
-             "| variant | overall | std | image | video | visdoc | UVRB | trace holds the evidence | names something absent |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| variant | overall | std | image | video | visdoc | UVRB | trace holds the evidence | ... where the teacher "
+             "misses it | names something absent |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in summary["variants"].items():
         m = v["by_modality"]
         ts = v["trace_stats"]
@@ -577,7 +566,8 @@ def ablation_markdown(summary: dict) -> str:
             f"| {name} | {v['overall']:.1f} | {v['overall_std']:.1f} | {m.get('image', float('nan')):.1f} | "
             f"{m.get('video', float('nan')):.1f} | {m.get('visdoc', float('nan')):.1f} | "
             f"{v['uvrb'] if v['uvrb'] is None else round(v['uvrb'], 1)} | "
-            f"{_pct(ts.get('evidence_rate'))} | {_pct(ts.get('absent_rate'))} |")
+            f"{_pct(ts.get('evidence_rate'))} | {_pct(ts.get('evidence_rate_teacher_misses'))} | "
+            f"{_pct(ts.get('absent_rate'))} |")
     lines += _target_markdown(summary.get("target"))
     lines += ["", "Pre-RL check (reward of gold minus teacher traces vs. the reward spread within a group):", ""]
     for check, seed in zip(summary["pre_rl_check"], summary["seeds"], strict=True):

@@ -336,8 +336,14 @@ def _render(tcot: TCoT | None) -> str:
 
 def trace_statistics(items: Sequence[Item], traces: Sequence[TCoT | None]) -> dict[str, float]:
     """On scenes with fine evidence: how often the trace holds it, how often it names something absent (an
-    object the scene lacks, or a flash the clip side does not show)."""
-    from embedrl.tcot.teachers import names_absent_event, names_absent_object, names_disambiguating_evidence
+    object the scene lacks, or a flash the clip side does not show), and how often it holds the evidence on the
+    sides where MiniMMEB's teacher misses it (its blind spots: what a Reasoner learned beyond its teacher)."""
+    from embedrl.tcot.teachers import (
+        names_absent_event,
+        names_absent_object,
+        names_disambiguating_evidence,
+        side_teacher_tcot,
+    )
 
     has_trace = [t is not None for t in traces]
     scored = [(i, t) for i, t in zip(items, traces, strict=True)
@@ -347,6 +353,11 @@ def trace_statistics(items: Sequence[Item], traces: Sequence[TCoT | None]) -> di
         stats["evidence_rate"] = float(np.mean([names_disambiguating_evidence(t, i.ref.scene) for i, t in scored]))
         stats["absent_rate"] = float(np.mean([names_absent_object(t, i.ref.scene) or names_absent_event(t, i.ref.scene)
                                               for i, t in scored]))
+        teacher_misses = [(i, t) for i, t in scored
+                          if not names_disambiguating_evidence(side_teacher_tcot(i.ref), i.ref.scene)]
+        if teacher_misses:
+            stats["evidence_rate_teacher_misses"] = float(np.mean([names_disambiguating_evidence(t, i.ref.scene)
+                                                                   for i, t in teacher_misses]))
     return stats
 
 

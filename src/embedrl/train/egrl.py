@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 REWARD_STATE = "egrl_rewards.json"
 
 
+POLICY_GRADIENT_SIDES = ("all", "missed")
+MISSED_SIDES = "missed_sides.json"
+
+
 @dataclass
 class EGRLStageConfig(trl.GRPOConfig):
     """trl's GRPOConfig plus the EG-RL reward and data settings (paper defaults)."""
@@ -85,6 +89,11 @@ class EGRLStageConfig(trl.GRPOConfig):
                 "the region: '#3 flashes' or '#3 moves') is a choice point too, sampled and credited; without it a "
                 "cold start that names the right region with its teacher's wrong claim never tries the other "
                 "(docs/STATUS.md, issue 3, session 26)"})
+    policy_gradient_on: str = field(default="all", metadata={
+        "help": "the sides whose rollouts get GRPO's policy-gradient term: all, or missed (only the sides on which "
+                "the cold start's greedy trace misses its pair in the RL group under the frozen Embedder, found once "
+                "before RL; the KL covers every side). The paper trains EG-RL on hard pairs; on the sides the cold "
+                "start already gets right the sampled choices only add noise (docs/STATUS.md, issue 3, session 29)"})
     choice_advantages_only: bool = field(default=True, metadata={
         "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the "
                 "others are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
@@ -98,6 +107,9 @@ class EGRLStageConfig(trl.GRPOConfig):
         unknown = sorted(set(self.branch_modalities or ()) - set(SIDE_MODALITIES))
         if unknown:
             raise ValueError(f"egrl.branch_modalities: unknown modalities {unknown}; expected some of {SIDE_MODALITIES}")
+        if self.policy_gradient_on not in POLICY_GRADIENT_SIDES:
+            raise ValueError(f"egrl.policy_gradient_on={self.policy_gradient_on!r}: expected one of "
+                             f"{POLICY_GRADIENT_SIDES}")
         if self.claim_choices and (self.exploration == "all"
                                    or (self.exploration == "branch" and not self.sample_after_branch)):
             raise ValueError("egrl.claim_choices: claims are choice points of exploration=choices, or of branch with "
@@ -256,18 +268,31 @@ class ChoiceGRPOTrainer(trl.GRPOTrainer):
     """trl's GRPO with rollouts that explore the trace's choices only (`egrl.exploration: choices` or
     `branch`): tells branch rollouts the modality of each side, and with `advantages_only` puts the
     policy-gradient term on the choice tokens of each completion only, the tokens the rollouts sampled
-    (the KL to the reference stays on every token)."""
+    (the KL to the reference stays on every token). `pg_sides` (a 0/1 weight per side index, or None for
+    all) keeps the policy-gradient term on some sides only (`egrl.policy_gradient_on: missed`)."""
 
-    def __init__(self, *args, choices: ChoiceExploration, advantages_only: bool = True, **kwargs):
+    def __init__(self, *args, choices: ChoiceExploration | None = None, advantages_only: bool = True,
+                 pg_sides: np.ndarray | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.choices = choices
-        self.advantages_only = advantages_only
+        self.advantages_only = advantages_only and choices is not None
+        self.pg_sides = pg_sides
 
     def _generate_and_score_completions(self, inputs):
         if isinstance(self.choices, BranchExploration):
             self.choices.plan([row["modality"] for row in inputs])
         batch = super()._generate_and_score_completions(inputs)
-        return advantages_on_choices(batch, self.choices) if self.advantages_only else batch
+        if self.advantages_only:
+            batch = advantages_on_choices(batch, self.choices)
+        if self.pg_sides is not None:
+            batch["advantages"] = on_sides(batch["advantages"], self.pg_sides[[row["side"] for row in inputs]])
+        return batch
+
+
+def on_sides(advantages: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
+    """GRPO advantages ([N] or [N, T], one row per completion) with the rows of the sides not kept set to 0."""
+    weight = torch.as_tensor(keep, dtype=advantages.dtype, device=advantages.device)
+    return advantages * (weight if advantages.dim() == 1 else weight[:, None])
 
 
 class StepTimes(transformers.TrainerCallback):
@@ -313,6 +338,69 @@ def _parse(text: str, ref: SideRef, store: MediaStore) -> TCoT | None:
         return None
 
 
+# -------------------------------------------------------------------------------- hard sides
+def greedy_misses(rows: list[dict], sides: list[SideRef], reasoner_dir: str | Path, store: MediaStore,
+                  embedder: Embedder, inputs: EmbedderInputs, config: EGRLStageConfig) -> np.ndarray:
+    """Per side index: does the Reasoner's greedy trace miss its pair in the RL group (the frozen Embedder
+    ranks the pair's other side below another pair's; acc < 1 with one rollout per side)? A trace that does not
+    parse counts as a miss. `rows` are laid out as egrl_dataset writes them, one group after another."""
+    from embedrl.models.reasoner import Reasoner
+
+    refs = [sides[r["side"]] for r in rows]
+    texts = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length).generate(
+        refs, [r["role"] for r in rows], store, batch_size=128)
+    ranked = rank_in_groups(refs, texts, store, embedder, inputs, config)
+    missed = np.zeros(len(sides), dtype=bool)
+    for row, trace, acc in zip(rows, ranked.traces, ranked.acc, strict=True):
+        missed[row["side"]] = acc < 1.0 or trace is None
+    return missed
+
+
+@dataclass
+class GroupRanking:
+    """One trace per row of whole RL groups (rows q0, t0, q1, t1, ...), ranked by the frozen Embedder within
+    its group as the outcome reward ranks one rollout per side: per row its parsed trace (None: malformed),
+    acc (1: its pair's other side ranked first) and outcome reward."""
+
+    traces: list[TCoT | None]
+    acc: np.ndarray
+    outcome: np.ndarray
+
+
+def rank_in_groups(refs: list[SideRef], texts: list[str], store: MediaStore, embedder: Embedder,
+                   inputs: EmbedderInputs, config: EGRLStageConfig) -> GroupRanking:
+    traces = [_parse(t, r, store) for t, r in zip(texts, refs, strict=True)]
+    vectors = embed_sides(embedder, inputs, [build_side(r, store, t) for r, t in zip(refs, traces, strict=True)],
+                          shared_prefix=config.shared_prefix)
+    acc, outcome = np.zeros(len(refs)), np.zeros(len(refs))
+    per_group = 2 * config.pairs_per_step
+    for start in range(0, len(refs), per_group):
+        group = vectors[start:start + per_group].reshape(config.pairs_per_step, 2, -1)
+        q_det, t_det = outcome_details(group[:, None, 0], group[:, None, 1], tau=config.outcome_tau)
+        acc[start:start + per_group:2], acc[start + 1:start + per_group:2] = q_det.acc.ravel(), t_det.acc.ravel()
+        outcome[start:start + per_group:2] = q_det.reward.ravel()
+        outcome[start + 1:start + per_group:2] = t_det.reward.ravel()
+    return GroupRanking(traces, acc, outcome)
+
+
+def _policy_gradient_sides(config: EGRLStageConfig, rows, sides, reasoner_dir, store, embedder, inputs,
+                           out: Path) -> np.ndarray | None:
+    """None (every side) or the 0/1 weight per side of `egrl.policy_gradient_on: missed`, kept in
+    `out/missed_sides.json` so that a resumed run trains on the same sides."""
+    if config.policy_gradient_on == "all":
+        return None
+    path = out / MISSED_SIDES
+    if path.exists():
+        missed = np.array(json.loads(path.read_text(encoding="utf-8"))["missed"], dtype=bool)
+    else:
+        missed = greedy_misses(rows, sides, reasoner_dir, store, embedder, inputs, config)
+        path.write_text(json.dumps({"sides": len(missed), "missed_count": int(missed.sum()),
+                                    "missed": missed.tolist()}) + "\n", encoding="utf-8")
+    log.info("EG-RL: policy gradient on the %d of %d sides the cold start's greedy traces miss",
+             int(missed.sum()), len(missed))
+    return missed.astype(float)
+
+
 # ------------------------------------------------------------------------------------------- train
 @dataclass
 class EGRLResult:
@@ -345,16 +433,19 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     resume = resume_point(config.output_dir)
     rewards.restore(resume)
 
+    pg_sides = _policy_gradient_sides(config, rows, sides, reasoner_dir, rewards.store, embedder, inputs, out)
     model, processor = load_model(reasoner_dir)
     processor.tokenizer.padding_side = "left"
     trainer_class, choice_kwargs = trl.GRPOTrainer, {}
+    if pg_sides is not None:
+        trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"pg_sides": pg_sides}
     if config.exploration in ("choices", "branch"):
         choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
                                        group_size=config.num_generations, min_p=config.branch_threshold(),
                                        min_p_by_modality={m: config.branch_threshold(m) for m in SIDE_MODALITIES},
                                        sample_after_branch=config.sample_after_branch, claims=config.claim_choices)
         trainer_class = ChoiceGRPOTrainer
-        choice_kwargs = {"choices": choices, "advantages_only": config.choice_advantages_only}
+        choice_kwargs.update(choices=choices, advantages_only=config.choice_advantages_only)
     timer = StepTimes(model, rewards, out / "step_times.jsonl")
     trainer = trainer_class(model=model, reward_funcs=rewards.functions(), args=config, train_dataset=dataset,
                             processing_class=processor,
@@ -373,7 +464,7 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
                      **({"branch_min_p": choices.min_p_by_modality, "sample_after_branch": choices.sample_after}
                         if config.exploration == "branch" else {}),
                      "choice_advantages_only": config.exploration != "all" and config.choice_advantages_only,
-                     "claim_choices": config.claim_choices}
+                     "claim_choices": config.claim_choices, "policy_gradient_on": config.policy_gradient_on}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     return EGRLResult(out, rewards.history, time.perf_counter() - started)
