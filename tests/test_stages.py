@@ -153,6 +153,17 @@ def test_on_sides_zeroes_the_advantages_of_the_sides_not_kept():
     assert on_sides(per_token, np.array([0.0, 1.0, 0.0])).sum(dim=1).tolist() == [0.0, 4.0, 0.0]
 
 
+def test_missed_sides_of_other_data_are_refused(tmp_path):
+    """A missed_sides.json left in the output folder by a run on other RL data is not reused."""
+    from embedrl.config import build_config
+    from embedrl.train.egrl import MISSED_SIDES, EGRLStageConfig, _policy_gradient_sides
+
+    config = build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=str(tmp_path), policy_gradient_on="missed")
+    (tmp_path / MISSED_SIDES).write_text(json.dumps({"sides": 3, "missed_count": 1, "missed": [True, False, False]}))
+    with pytest.raises(ValueError, match="3 sides, but the RL data has 5"):
+        _policy_gradient_sides(config, [], [object()] * 5, None, None, None, None, tmp_path)
+
+
 @pytest.mark.timeout(600)
 def test_egrl_on_missed_sides_trains_only_where_the_greedy_trace_misses(prepared_small, trained_embedder,
                                                                        sft_reasoner, tmp_path, monkeypatch):

@@ -392,6 +392,9 @@ def _policy_gradient_sides(config: EGRLStageConfig, rows, sides, reasoner_dir, s
     path = out / MISSED_SIDES
     if path.exists():
         missed = np.array(json.loads(path.read_text(encoding="utf-8"))["missed"], dtype=bool)
+        if len(missed) != len(sides):
+            raise ValueError(f"{path}: {len(missed)} sides, but the RL data has {len(sides)}: it was written for "
+                             "other data; remove it to find the missed sides again")
     else:
         missed = greedy_misses(rows, sides, reasoner_dir, store, embedder, inputs, config)
         path.write_text(json.dumps({"sides": len(missed), "missed_count": int(missed.sum()),
