@@ -207,6 +207,81 @@ def test_egrl_on_missed_sides_trains_only_where_the_greedy_trace_misses(prepared
         assert len(keep) == len(advantages)
 
 
+def test_beta_by_modality_is_checked_and_fills_the_other_modalities_with_beta():
+    from embedrl.config import build_config
+    from embedrl.train.egrl import EGRLStageConfig
+
+    def config(**values):
+        return build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", **values)
+
+    coefficients = config(beta=0.4, beta_by_modality={"image": "4e-2"}).kl_coefficients()
+    assert coefficients == {"text": 0.4, "image": 0.04, "video": 0.4}
+    assert config(beta=0.4).kl_coefficients() is None
+    for bad, message in [({"audio": 0.1}, "unknown modalities"), ({"image": -0.1}, "image=-0.1"),
+                         ({"image": "lots"}, "image='lots': expected a number"), ([0.1], "expected a mapping")]:
+        with pytest.raises(ValueError, match=message):
+            config(beta=0.4, beta_by_modality=bad)
+    with pytest.raises(ValueError, match="needs egrl.beta > 0"):
+        config(beta=0.0, beta_by_modality={"image": 0.04})
+
+
+@pytest.mark.timeout(600)
+def test_egrl_kl_by_modality_equals_trls_one_beta_loss_per_modality(prepared_small, trained_embedder, sft_reasoner,
+                                                                    tmp_path, monkeypatch):
+    """beta_by_modality: on a real generation batch (with a reference moved apart from the policy, so that the KL
+    is not 0), the loss equals the sum over modalities of trl's own loss with that modality's beta on its rows
+    alone (the other rows masked out), for the dapo and grpo losses; and differs from trl's loss with one beta."""
+    import trl
+
+    import embedrl.train.egrl as egrl
+    from embedrl.config import build_config
+
+    betas = {"image": 0.05, "video": 2.0}
+    config = build_config(egrl.EGRLStageConfig, MICRO_PROFILE, "egrl", output_dir=str(tmp_path), max_steps=1,
+                          beta=0.5, beta_by_modality=betas, save_strategy="no")
+    compared, real = [], egrl.ChoiceGRPOTrainer._compute_loss
+
+    def checked(self, model, inputs):
+        if not compared:
+            compared.append(loss_against_trl(self, model, inputs))
+        return real(self, model, inputs)
+
+    @torch.no_grad()
+    def loss_against_trl(trainer, model, inputs):
+        model.eval()  # no dropout: the same forward pass every time
+        apart = dict(inputs, ref_per_token_logps=inputs["ref_per_token_logps"]
+                     + torch.linspace(-0.3, 0.3, inputs["ref_per_token_logps"].numel()).view_as(
+                         inputs["ref_per_token_logps"]))
+        coefficients = apart[egrl.KL_WEIGHTS][:, 0]
+        found = {}
+        for loss_type in ("dapo", "grpo"):
+            trainer.loss_type = loss_type
+            ours = real(trainer, model, apart).item()
+            per_modality = 0.0
+            for beta in coefficients.unique().tolist():
+                rows = (coefficients == beta).to(apart["completion_mask"].dtype)
+                trainer.beta = beta
+                per_modality += trl.GRPOTrainer._compute_loss(
+                    trainer, model, dict(apart, completion_mask=apart["completion_mask"] * rows[:, None])).item()
+            trainer.beta = config.beta
+            one_beta = trl.GRPOTrainer._compute_loss(trainer, model, apart).item()
+            found[loss_type] = (ours, per_modality, one_beta)
+        trainer.loss_type = config.loss_type
+        model.train()
+        return found, sorted(set(coefficients.tolist()))
+
+    monkeypatch.setattr(egrl.ChoiceGRPOTrainer, "_compute_loss", checked)
+    egrl.train_egrl(prepared_small, sft_reasoner.out_dir / "model", trained_embedder, tmp_path, config)
+    (found, coefficients_seen), = compared
+    assert len(coefficients_seen) >= 2  # the group holds sides of two modalities at least
+    assert all(min(abs(c - b) for b in (0.5, 0.05, 2.0)) < 1e-6 for c in coefficients_seen)  # float32 rows
+    for ours, per_modality, one_beta in found.values():
+        assert ours == pytest.approx(per_modality, rel=1e-5, abs=1e-7)
+        assert abs(ours - one_beta) > 1e-4
+    stage = json.loads((tmp_path / "model" / "embedrl.json").read_text())["stage"]
+    assert stage["beta_by_modality"] == {"text": 0.5, **betas} and stage["beta"] == 0.5
+
+
 @pytest.mark.timeout(600)
 def test_egrl_accumulates_whole_groups_into_one_update(prepared_small, trained_embedder, sft_reasoner, tmp_path):
     """gradient_accumulation_steps=2: each optimizer step averages the gradients of two RL groups, each

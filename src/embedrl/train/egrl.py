@@ -26,9 +26,9 @@ import transformers
 import trl
 
 from embedrl.data.sides import MediaStore, SideRef
-from embedrl.models.embedder import Embedder, EmbedderInputs, load_embedder
+from embedrl.models.embedder import Embedder, EmbedderInputs, inference_device, load_embedder
 from embedrl.models.prefix_cache import embed_sides
-from embedrl.models.reasoner import ReasonerPrompt, reasoner_input, resolve_completion
+from embedrl.models.reasoner import Reasoner, ReasonerPrompt, reasoner_input, resolve_completion
 from embedrl.tcot import TCoT, TCoTFormatError, parse
 from embedrl.tcot.format import MODALITIES as SIDE_MODALITIES
 from embedrl.train.checkpoint import completion_marker, resume_point, train_from
@@ -94,6 +94,11 @@ class EGRLStageConfig(trl.GRPOConfig):
                 "the cold start's greedy trace misses its pair in the RL group under the frozen Embedder, found once "
                 "before RL; the KL covers every side). The paper trains EG-RL on hard pairs; on the sides the cold "
                 "start already gets right the sampled choices only add noise (docs/STATUS.md, issue 3, session 29)"})
+    beta_by_modality: dict[str, float] | None = field(default=None, metadata={
+        "help": "the KL coefficient of the rollouts of the sides of some modalities (text, image, video), e.g. "
+                "{image: 0.04}; the others keep beta, which must be > 0 (trl computes the reference log-probs only "
+                "then). A KL that keeps the clips' key frames where the cold start has them also holds the images' "
+                "region pointer on the teacher's blind spots (docs/STATUS.md, issue 3, sessions 29-30)"})
     choice_advantages_only: bool = field(default=True, metadata={
         "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the "
                 "others are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
@@ -110,6 +115,7 @@ class EGRLStageConfig(trl.GRPOConfig):
         if self.policy_gradient_on not in POLICY_GRADIENT_SIDES:
             raise ValueError(f"egrl.policy_gradient_on={self.policy_gradient_on!r}: expected one of "
                              f"{POLICY_GRADIENT_SIDES}")
+        self._check_beta_by_modality()
         if self.claim_choices and (self.exploration == "all"
                                    or (self.exploration == "branch" and not self.sample_after_branch)):
             raise ValueError("egrl.claim_choices: claims are choice points of exploration=choices, or of branch with "
@@ -122,6 +128,36 @@ class EGRLStageConfig(trl.GRPOConfig):
         self.per_device_train_batch_size = prompts * self.num_generations
         self.steps_per_generation = 1
         super().__post_init__()
+
+    def _check_beta_by_modality(self) -> None:
+        if self.beta_by_modality is None:
+            return
+        if not isinstance(self.beta_by_modality, dict):
+            raise ValueError(f"egrl.beta_by_modality={self.beta_by_modality!r}: expected a mapping of side modality "
+                             f"to KL coefficient, e.g. {{image: 0.04}}")
+        unknown = sorted(set(self.beta_by_modality) - set(SIDE_MODALITIES))
+        if unknown:
+            raise ValueError(f"egrl.beta_by_modality: unknown modalities {unknown}; expected some of {SIDE_MODALITIES}")
+        checked = {}
+        for modality, value in self.beta_by_modality.items():
+            try:
+                checked[modality] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"egrl.beta_by_modality.{modality}={value!r}: expected a number") from None
+            if not checked[modality] >= 0.0:
+                raise ValueError(f"egrl.beta_by_modality.{modality}={value!r}: a KL coefficient is >= 0")
+        if self.beta <= 0.0:
+            raise ValueError(f"egrl.beta_by_modality needs egrl.beta > 0 (got {self.beta}): trl computes the "
+                             "reference log-probs only then; set beta to the coefficient of the other modalities")
+        if self.use_liger_kernel:
+            raise ValueError("egrl.beta_by_modality: trl's liger loss takes one beta; use_liger_kernel must be off")
+        self.beta_by_modality = checked
+
+    def kl_coefficients(self) -> dict[str, float] | None:
+        """The KL coefficient of each side modality's rollouts, or None when every side takes `beta`."""
+        if self.beta_by_modality is None:
+            return None
+        return {m: self.beta_by_modality.get(m, self.beta) for m in SIDE_MODALITIES}
 
     def branch_threshold(self, modality: str | None = None) -> float:
         """The ratio to the best mark's probability above which the branch rollouts of a side of `modality`
@@ -269,14 +305,17 @@ class ChoiceGRPOTrainer(trl.GRPOTrainer):
     `branch`): tells branch rollouts the modality of each side, and with `advantages_only` puts the
     policy-gradient term on the choice tokens of each completion only, the tokens the rollouts sampled
     (the KL to the reference stays on every token). `pg_sides` (a 0/1 weight per side index, or None for
-    all) keeps the policy-gradient term on some sides only (`egrl.policy_gradient_on: missed`)."""
+    all) keeps the policy-gradient term on some sides only (`egrl.policy_gradient_on: missed`). `kl_by_modality`
+    (a KL coefficient per side modality, or None for trl's one `beta`) weighs each completion's KL term by the
+    coefficient of its side's modality (`egrl.beta_by_modality`)."""
 
     def __init__(self, *args, choices: ChoiceExploration | None = None, advantages_only: bool = True,
-                 pg_sides: np.ndarray | None = None, **kwargs):
+                 pg_sides: np.ndarray | None = None, kl_by_modality: dict[str, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.choices = choices
         self.advantages_only = advantages_only and choices is not None
         self.pg_sides = pg_sides
+        self.kl_by_modality = kl_by_modality
 
     def _generate_and_score_completions(self, inputs):
         if isinstance(self.choices, BranchExploration):
@@ -286,7 +325,43 @@ class ChoiceGRPOTrainer(trl.GRPOTrainer):
             batch = advantages_on_choices(batch, self.choices)
         if self.pg_sides is not None:
             batch["advantages"] = on_sides(batch["advantages"], self.pg_sides[[row["side"] for row in inputs]])
+        if self.kl_by_modality is not None:  # a tensor, so that trl's shuffling and splitting keep it row for row
+            batch[KL_WEIGHTS] = torch.tensor([[self.kl_by_modality[row["modality"]]] for row in inputs])
         return batch
+
+    def _compute_loss(self, model, inputs):
+        if self.kl_by_modality is None:
+            return super()._compute_loss(model, inputs)
+        one_beta = self.beta
+        self.beta = RowCoefficients(one_beta, inputs[KL_WEIGHTS].to(inputs["completion_ids"].device))
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self.beta = one_beta
+
+
+KL_WEIGHTS = "kl_weights"
+
+
+class RowCoefficients(float):
+    """trl's GRPO loss adds `self.beta * per_token_kl` ([N, T]) in one place and otherwise only tests `beta != 0`.
+    Standing in for `beta` during the loss, this float is the run's beta to those tests, and multiplies a tensor
+    by one coefficient per row ([N, 1]): the KL term of each completion then takes its side's coefficient,
+    without a copy of trl's loss. tests/test_stages.py checks the loss against trl's with one beta."""
+
+    rows: torch.Tensor
+
+    def __new__(cls, value: float, rows: torch.Tensor):
+        made = super().__new__(cls, value)
+        made.rows = rows
+        return made
+
+    def __mul__(self, other):
+        if isinstance(other, torch.Tensor):
+            return self.rows.to(other.dtype) * other
+        return float(self) * other
+
+    __rmul__ = __mul__
 
 
 def on_sides(advantages: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
@@ -339,16 +414,14 @@ def _parse(text: str, ref: SideRef, store: MediaStore) -> TCoT | None:
 
 
 # -------------------------------------------------------------------------------- hard sides
-def greedy_misses(rows: list[dict], sides: list[SideRef], reasoner_dir: str | Path, store: MediaStore,
+def greedy_misses(rows: list[dict], sides: list[SideRef], reasoner: Reasoner, store: MediaStore,
                   embedder: Embedder, inputs: EmbedderInputs, config: EGRLStageConfig) -> np.ndarray:
     """Per side index: does the Reasoner's greedy trace miss its pair in the RL group (the frozen Embedder
     ranks the pair's other side below another pair's; acc < 1 with one rollout per side)? A trace that does not
     parse counts as a miss. `rows` are laid out as egrl_dataset writes them, one group after another."""
-    from embedrl.models.reasoner import Reasoner
-
     refs = [sides[r["side"]] for r in rows]
-    texts = Reasoner.load(reasoner_dir, max_new_tokens=config.max_completion_length).generate(
-        refs, [r["role"] for r in rows], store, batch_size=128)
+    reasoner.model.to(inference_device())  # where the trainer would put it; generation on the host is slow
+    texts = reasoner.generate(refs, [r["role"] for r in rows], store, batch_size=128)
     ranked = rank_in_groups(refs, texts, store, embedder, inputs, config)
     missed = np.zeros(len(sides), dtype=bool)
     for row, trace, acc in zip(rows, ranked.traces, ranked.acc, strict=True):
@@ -383,10 +456,11 @@ def rank_in_groups(refs: list[SideRef], texts: list[str], store: MediaStore, emb
     return GroupRanking(traces, acc, outcome)
 
 
-def _policy_gradient_sides(config: EGRLStageConfig, rows, sides, reasoner_dir, store, embedder, inputs,
+def _policy_gradient_sides(config: EGRLStageConfig, rows, sides, reasoner: Reasoner, store, embedder, inputs,
                            out: Path) -> np.ndarray | None:
     """None (every side) or the 0/1 weight per side of `egrl.policy_gradient_on: missed`, kept in
-    `out/missed_sides.json` so that a resumed run trains on the same sides."""
+    `out/missed_sides.json` so that a resumed run trains on the same sides. `reasoner` wraps the cold start
+    that RL then trains (loaded once)."""
     if config.policy_gradient_on == "all":
         return None
     path = out / MISSED_SIDES
@@ -396,7 +470,7 @@ def _policy_gradient_sides(config: EGRLStageConfig, rows, sides, reasoner_dir, s
             raise ValueError(f"{path}: {len(missed)} sides, but the RL data has {len(sides)}: it was written for "
                              "other data; remove it to find the missed sides again")
     else:
-        missed = greedy_misses(rows, sides, reasoner_dir, store, embedder, inputs, config)
+        missed = greedy_misses(rows, sides, reasoner, store, embedder, inputs, config)
         path.write_text(json.dumps({"sides": len(missed), "missed_count": int(missed.sum()),
                                     "missed": missed.tolist()}) + "\n", encoding="utf-8")
     log.info("EG-RL: policy gradient on the %d of %d sides the cold start's greedy traces miss",
@@ -436,12 +510,14 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     resume = resume_point(config.output_dir)
     rewards.restore(resume)
 
-    pg_sides = _policy_gradient_sides(config, rows, sides, reasoner_dir, rewards.store, embedder, inputs, out)
     model, processor = load_model(reasoner_dir)
-    processor.tokenizer.padding_side = "left"
+    cold_start = Reasoner(model, processor, prompt=prompt,  # sets left padding, as trl generates
+                          max_new_tokens=config.max_completion_length)
+    pg_sides = _policy_gradient_sides(config, rows, sides, cold_start, rewards.store, embedder, inputs, out)
     trainer_class, choice_kwargs = trl.GRPOTrainer, {}
-    if pg_sides is not None:
-        trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"pg_sides": pg_sides}
+    if pg_sides is not None or config.beta_by_modality is not None:
+        trainer_class = ChoiceGRPOTrainer
+        choice_kwargs = {"pg_sides": pg_sides, "kl_by_modality": config.kl_coefficients()}
     if config.exploration in ("choices", "branch"):
         choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
                                        group_size=config.num_generations, min_p=config.branch_threshold(),
@@ -467,7 +543,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
                      **({"branch_min_p": choices.min_p_by_modality, "sample_after_branch": choices.sample_after}
                         if config.exploration == "branch" else {}),
                      "choice_advantages_only": config.exploration != "all" and config.choice_advantages_only,
-                     "claim_choices": config.claim_choices, "policy_gradient_on": config.policy_gradient_on}
+                     "claim_choices": config.claim_choices, "policy_gradient_on": config.policy_gradient_on,
+                     "beta": config.beta, "beta_by_modality": config.kl_coefficients()}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     return EGRLResult(out, rewards.history, time.perf_counter() - started)
