@@ -225,6 +225,29 @@ def test_beta_by_modality_is_checked_and_fills_the_other_modalities_with_beta():
         config(beta=0.0, beta_by_modality={"image": 0.04})
 
 
+def test_beta_missed_leashes_the_sides_the_cold_start_gets_right_and_frees_the_missed_ones():
+    from types import SimpleNamespace
+
+    from embedrl.config import build_config
+    from embedrl.train.egrl import EGRLStageConfig
+
+    def config(**values):
+        return build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", beta=0.4, **values)
+
+    sides = [SimpleNamespace(modality=m) for m in ("text", "image", "image", "video")]
+    missed = np.array([0.0, 1.0, 0.0, 1.0])
+    assert config().kl_by_side(sides, None) is None
+    assert config(beta_by_modality={"image": 0.04}).kl_by_side(sides, None).tolist() == [0.4, 0.04, 0.04, 0.4]
+    freed = config(policy_gradient_on="missed", beta_missed="1e-2").kl_by_side(sides, missed)
+    assert freed.tolist() == [0.4, 0.01, 0.4, 0.01]
+    both = config(policy_gradient_on="missed", beta_missed=0.0, beta_by_modality={"text": 0.2}).kl_by_side(sides, missed)
+    assert both.tolist() == [0.2, 0.0, 0.4, 0.0]
+    with pytest.raises(ValueError, match="needs egrl.policy_gradient_on=missed"):
+        config(beta_missed=0.01)
+    with pytest.raises(ValueError, match="beta_missed=-1"):
+        config(policy_gradient_on="missed", beta_missed=-1.0)
+
+
 @pytest.mark.timeout(600)
 def test_egrl_kl_by_modality_equals_trls_one_beta_loss_per_modality(prepared_small, trained_embedder, sft_reasoner,
                                                                     tmp_path, monkeypatch):

@@ -99,6 +99,10 @@ class EGRLStageConfig(trl.GRPOConfig):
                 "{image: 0.04}; the others keep beta, which must be > 0 (trl computes the reference log-probs only "
                 "then). A KL that keeps the clips' key frames where the cold start has them also holds the images' "
                 "region pointer on the teacher's blind spots (docs/STATUS.md, issue 3, sessions 29-30)"})
+    beta_missed: float | None = field(default=None, metadata={
+        "help": "with policy_gradient_on=missed: the KL coefficient of the rollouts of the sides the cold start's "
+                "greedy trace misses (None: their modality's, beta_by_modality or beta), so that the sides it gets "
+                "right keep the leash while the missed ones move (docs/STATUS.md, issue 3, session 30)"})
     choice_advantages_only: bool = field(default=True, metadata={
         "help": "with exploration=choices or branch: GRPO's policy-gradient term on the choice tokens only (the "
                 "others are greedy, not sampled; the KL covers all: embedrl.train.exploration)"})
@@ -116,6 +120,10 @@ class EGRLStageConfig(trl.GRPOConfig):
             raise ValueError(f"egrl.policy_gradient_on={self.policy_gradient_on!r}: expected one of "
                              f"{POLICY_GRADIENT_SIDES}")
         self._check_beta_by_modality()
+        self._check_beta_missed()
+        if (self.beta_by_modality is not None or self.beta_missed is not None) and self.use_liger_kernel:
+            raise ValueError("egrl.beta_by_modality / beta_missed: trl's liger loss takes one beta; use_liger_kernel "
+                             "must be off")
         if self.claim_choices and (self.exploration == "all"
                                    or (self.exploration == "branch" and not self.sample_after_branch)):
             raise ValueError("egrl.claim_choices: claims are choice points of exploration=choices, or of branch with "
@@ -149,15 +157,36 @@ class EGRLStageConfig(trl.GRPOConfig):
         if self.beta <= 0.0:
             raise ValueError(f"egrl.beta_by_modality needs egrl.beta > 0 (got {self.beta}): trl computes the "
                              "reference log-probs only then; set beta to the coefficient of the other modalities")
-        if self.use_liger_kernel:
-            raise ValueError("egrl.beta_by_modality: trl's liger loss takes one beta; use_liger_kernel must be off")
         self.beta_by_modality = checked
+
+    def _check_beta_missed(self) -> None:
+        if self.beta_missed is None:
+            return
+        if self.policy_gradient_on != "missed":
+            raise ValueError("egrl.beta_missed is the KL coefficient of the missed sides: it needs "
+                             f"egrl.policy_gradient_on=missed (got {self.policy_gradient_on!r})")
+        if not float(self.beta_missed) >= 0.0:
+            raise ValueError(f"egrl.beta_missed={self.beta_missed!r}: a KL coefficient is >= 0")
+        if self.beta <= 0.0:
+            raise ValueError(f"egrl.beta_missed needs egrl.beta > 0 (got {self.beta}): trl computes the reference "
+                             "log-probs only then; set beta to the coefficient of the sides the cold start gets right")
 
     def kl_coefficients(self) -> dict[str, float] | None:
         """The KL coefficient of each side modality's rollouts, or None when every side takes `beta`."""
         if self.beta_by_modality is None:
             return None
         return {m: self.beta_by_modality.get(m, self.beta) for m in SIDE_MODALITIES}
+
+    def kl_by_side(self, sides: list[SideRef], missed: np.ndarray | None) -> np.ndarray | None:
+        """The KL coefficient of each side's rollouts (its modality's; `beta_missed` on the sides in `missed`, a 0/1
+        weight per side), or None when every side takes `beta`."""
+        by_modality = self.kl_coefficients()
+        if by_modality is None and self.beta_missed is None:
+            return None
+        per_side = np.array([(by_modality or {}).get(side.modality, self.beta) for side in sides], dtype=float)
+        if self.beta_missed is not None:
+            per_side[np.asarray(missed, dtype=bool)] = self.beta_missed
+        return per_side
 
     def branch_threshold(self, modality: str | None = None) -> float:
         """The ratio to the best mark's probability above which the branch rollouts of a side of `modality`
@@ -305,17 +334,17 @@ class ChoiceGRPOTrainer(trl.GRPOTrainer):
     `branch`): tells branch rollouts the modality of each side, and with `advantages_only` puts the
     policy-gradient term on the choice tokens of each completion only, the tokens the rollouts sampled
     (the KL to the reference stays on every token). `pg_sides` (a 0/1 weight per side index, or None for
-    all) keeps the policy-gradient term on some sides only (`egrl.policy_gradient_on: missed`). `kl_by_modality`
-    (a KL coefficient per side modality, or None for trl's one `beta`) weighs each completion's KL term by the
-    coefficient of its side's modality (`egrl.beta_by_modality`)."""
+    all) keeps the policy-gradient term on some sides only (`egrl.policy_gradient_on: missed`). `kl_sides` (a KL
+    coefficient per side index, or None for trl's one `beta`) weighs each completion's KL term by its side's
+    coefficient (`egrl.beta_by_modality`, `egrl.beta_missed`)."""
 
     def __init__(self, *args, choices: ChoiceExploration | None = None, advantages_only: bool = True,
-                 pg_sides: np.ndarray | None = None, kl_by_modality: dict[str, float] | None = None, **kwargs):
+                 pg_sides: np.ndarray | None = None, kl_sides: np.ndarray | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.choices = choices
         self.advantages_only = advantages_only and choices is not None
         self.pg_sides = pg_sides
-        self.kl_by_modality = kl_by_modality
+        self.kl_sides = kl_sides
 
     def _generate_and_score_completions(self, inputs):
         if isinstance(self.choices, BranchExploration):
@@ -325,12 +354,12 @@ class ChoiceGRPOTrainer(trl.GRPOTrainer):
             batch = advantages_on_choices(batch, self.choices)
         if self.pg_sides is not None:
             batch["advantages"] = on_sides(batch["advantages"], self.pg_sides[[row["side"] for row in inputs]])
-        if self.kl_by_modality is not None:  # a tensor, so that trl's shuffling and splitting keep it row for row
-            batch[KL_WEIGHTS] = torch.tensor([[self.kl_by_modality[row["modality"]]] for row in inputs])
+        if self.kl_sides is not None:  # a tensor, so that trl's shuffling and splitting keep it row for row
+            batch[KL_WEIGHTS] = torch.tensor(self.kl_sides[[row["side"] for row in inputs]], dtype=torch.float32)[:, None]
         return batch
 
     def _compute_loss(self, model, inputs):
-        if self.kl_by_modality is None:
+        if self.kl_sides is None:
             return super()._compute_loss(model, inputs)
         one_beta = self.beta
         self.beta = RowCoefficients(one_beta, inputs[KL_WEIGHTS].to(inputs["completion_ids"].device))
@@ -514,10 +543,10 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
     cold_start = Reasoner(model, processor, prompt=prompt,  # sets left padding, as trl generates
                           max_new_tokens=config.max_completion_length)
     pg_sides = _policy_gradient_sides(config, rows, sides, cold_start, rewards.store, embedder, inputs, out)
+    kl_sides = config.kl_by_side(sides, pg_sides)
     trainer_class, choice_kwargs = trl.GRPOTrainer, {}
-    if pg_sides is not None or config.beta_by_modality is not None:
-        trainer_class = ChoiceGRPOTrainer
-        choice_kwargs = {"pg_sides": pg_sides, "kl_by_modality": config.kl_coefficients()}
+    if pg_sides is not None or kl_sides is not None:
+        trainer_class, choice_kwargs = ChoiceGRPOTrainer, {"pg_sides": pg_sides, "kl_sides": kl_sides}
     if config.exploration in ("choices", "branch"):
         choices = explore_only_choices(model, processor.tokenizer, branch=config.exploration == "branch",
                                        group_size=config.num_generations, min_p=config.branch_threshold(),
@@ -544,7 +573,8 @@ def train_egrl(data_root: str | Path, reasoner_dir: str | Path, embedder_dir: st
                         if config.exploration == "branch" else {}),
                      "choice_advantages_only": config.exploration != "all" and config.choice_advantages_only,
                      "claim_choices": config.claim_choices, "policy_gradient_on": config.policy_gradient_on,
-                     "beta": config.beta, "beta_by_modality": config.kl_coefficients()}
+                     "beta": config.beta, "beta_by_modality": config.kl_coefficients(),
+                     "beta_missed": config.beta_missed}
     (final / "embedrl.json").write_text(json.dumps(meta, indent=1) + "\n")
     (out / "trainer_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     return EGRLResult(out, rewards.history, time.perf_counter() - started)
