@@ -221,7 +221,7 @@ def test_beta_by_modality_is_checked_and_fills_the_other_modalities_with_beta():
                          ({"image": "lots"}, "image='lots': expected a number"), ([0.1], "expected a mapping")]:
         with pytest.raises(ValueError, match=message):
             config(beta=0.4, beta_by_modality=bad)
-    with pytest.raises(ValueError, match="needs egrl.beta > 0"):
+    with pytest.raises(ValueError, match="need egrl.beta > 0"):
         config(beta=0.0, beta_by_modality={"image": 0.04})
 
 
@@ -244,8 +244,11 @@ def test_beta_missed_leashes_the_sides_the_cold_start_gets_right_and_frees_the_m
     assert both.tolist() == [0.2, 0.0, 0.4, 0.0]
     with pytest.raises(ValueError, match="needs egrl.policy_gradient_on=missed"):
         config(beta_missed=0.01)
-    with pytest.raises(ValueError, match="beta_missed=-1"):
-        config(policy_gradient_on="missed", beta_missed=-1.0)
+    for bad, message in [(-1.0, "beta_missed=-1"), ("lots", "beta_missed.*expected a number")]:
+        with pytest.raises(ValueError, match=message):
+            config(policy_gradient_on="missed", beta_missed=bad)
+    with pytest.raises(ValueError, match="need egrl.beta > 0"):
+        build_config(EGRLStageConfig, MICRO_PROFILE, "egrl", beta=0.0, policy_gradient_on="missed", beta_missed=0.01)
 
 
 @pytest.mark.timeout(600)

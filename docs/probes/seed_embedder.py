@@ -6,22 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from embedrl.cli import ROLE_SEED_OFFSET
-from embedrl.config import EmbedderTrainConfig, build_config
-from embedrl.experiment import ablation_recipe
-from embedrl.models.factory import init_model_dir
-from embedrl.models.spec import load_model_specs
-from embedrl.train.embedder import train_embedder
+from embedrl.experiment import ablation_recipe, init_seed_models, train_seed_embedder
 
 root, seed = Path(sys.argv[1]), int(sys.argv[2])
-overrides, _ = ablation_recipe("tiny")
-specs = load_model_specs("tiny")
-lora = specs["embedder"].to_dict() if specs["embedder"].lora_r > 0 else None
-cfg = build_config(EmbedderTrainConfig, "tiny", "embedder", seed=seed, **overrides.get("embedder", {}))
 out = root / f"seed-{seed}"
-for role in ("embedder", "reasoner"):
-    if not (out / "init" / role / "embedrl.json").exists():
-        init_model_dir(specs[role], out / "init" / role, seed=seed + ROLE_SEED_OFFSET[role])
+init_seed_models("tiny", out, seed)
 started = time.time()
-train_embedder(root / "prepared", out / "init" / "embedder", out / "embedder", cfg, lora=lora, progress=False)
+train_seed_embedder(root / "prepared", out, "tiny", seed, overrides=ablation_recipe("tiny")[0])
 print("embedder", seed, "trained in", round(time.time() - started), "s", flush=True)

@@ -42,26 +42,40 @@ def _timed(timings: dict, name: str, fn, *args, **kwargs):
     return result
 
 
-def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides: dict | None = None) -> SeedRun:
-    """Model init, Embedder, SFT, pre-RL check and EG-RL for one seed."""
+def init_seed_models(profile: str, out: Path, seed: int) -> None:
+    """A seed's initial Embedder and Reasoner under out/init (those not made yet), each from its own seed."""
     from embedrl.cli import ROLE_SEED_OFFSET
     from embedrl.models.factory import init_model_dir
     from embedrl.models.spec import load_model_specs
-    from embedrl.train.egrl import EGRLStageConfig, train_egrl
+
+    specs = load_model_specs(profile)
+    for role in ("embedder", "reasoner"):
+        if not (out / "init" / role / "embedrl.json").exists():
+            init_model_dir(specs[role], out / "init" / role, seed=seed + ROLE_SEED_OFFSET[role])
+
+
+def train_seed_embedder(prepared: Path, out: Path, profile: str, seed: int, *, overrides: dict | None = None) -> None:
+    """A seed's Embedder (LoRA per the profile's model spec) from out/init/embedder into out/embedder; a rerun
+    resumes from its checkpoints."""
+    from embedrl.models.spec import load_model_specs
     from embedrl.train.embedder import train_embedder
+
+    spec = load_model_specs(profile)["embedder"]
+    cfg = build_config(EmbedderTrainConfig, profile, "embedder", seed=seed, **(overrides or {}).get("embedder", {}))
+    train_embedder(prepared, out / "init" / "embedder", out / "embedder", cfg,
+                   lora=spec.to_dict() if spec.lora_r > 0 else None, progress=False)
+
+
+def run_stages(prepared: Path, out: Path, profile: str, seed: int, *, overrides: dict | None = None) -> SeedRun:
+    """Model init, Embedder, SFT, pre-RL check and EG-RL for one seed."""
+    from embedrl.train.egrl import EGRLStageConfig, train_egrl
     from embedrl.train.sft import SFTStageConfig, train_sft
 
     overrides = overrides or {}
     timings: dict[str, float] = {}
-    specs = load_model_specs(profile)
     init = out / "init"
-    for role in ("embedder", "reasoner"):
-        if not (init / role / "embedrl.json").exists():
-            init_model_dir(specs[role], init / role, seed=seed + ROLE_SEED_OFFSET[role])
-    lora = specs["embedder"].to_dict() if specs["embedder"].lora_r > 0 else None
-    emb_cfg = build_config(EmbedderTrainConfig, profile, "embedder", seed=seed, **overrides.get("embedder", {}))
-    _timed(timings, "train_embedder", train_embedder, prepared, init / "embedder", out / "embedder", emb_cfg,
-           lora=lora, progress=False)
+    init_seed_models(profile, out, seed)
+    _timed(timings, "train_embedder", train_seed_embedder, prepared, out, profile, seed, overrides=overrides)
     sft_cfg = build_config(SFTStageConfig, profile, "sft", seed=seed, output_dir=str(out / "sft"),
                            **overrides.get("sft", {}))
     _timed(timings, "sft_cold_start", train_sft, prepared, init / "reasoner", out / "sft", sft_cfg)

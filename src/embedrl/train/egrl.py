@@ -50,6 +50,16 @@ POLICY_GRADIENT_SIDES = ("all", "missed")
 MISSED_SIDES = "missed_sides.json"
 
 
+def _kl_coefficient(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"egrl.{name}={value!r}: expected a number") from None
+    if not number >= 0.0:
+        raise ValueError(f"egrl.{name}={value!r}: a KL coefficient is >= 0")
+    return number
+
+
 @dataclass
 class EGRLStageConfig(trl.GRPOConfig):
     """trl's GRPOConfig plus the EG-RL reward and data settings (paper defaults)."""
@@ -119,8 +129,7 @@ class EGRLStageConfig(trl.GRPOConfig):
         if self.policy_gradient_on not in POLICY_GRADIENT_SIDES:
             raise ValueError(f"egrl.policy_gradient_on={self.policy_gradient_on!r}: expected one of "
                              f"{POLICY_GRADIENT_SIDES}")
-        self._check_beta_by_modality()
-        self._check_beta_missed()
+        self._check_kl_weights()
         if (self.beta_by_modality is not None or self.beta_missed is not None) and self.use_liger_kernel:
             raise ValueError("egrl.beta_by_modality / beta_missed: trl's liger loss takes one beta; use_liger_kernel "
                              "must be off")
@@ -137,39 +146,27 @@ class EGRLStageConfig(trl.GRPOConfig):
         self.steps_per_generation = 1
         super().__post_init__()
 
-    def _check_beta_by_modality(self) -> None:
-        if self.beta_by_modality is None:
-            return
-        if not isinstance(self.beta_by_modality, dict):
-            raise ValueError(f"egrl.beta_by_modality={self.beta_by_modality!r}: expected a mapping of side modality "
-                             f"to KL coefficient, e.g. {{image: 0.04}}")
-        unknown = sorted(set(self.beta_by_modality) - set(SIDE_MODALITIES))
-        if unknown:
-            raise ValueError(f"egrl.beta_by_modality: unknown modalities {unknown}; expected some of {SIDE_MODALITIES}")
-        checked = {}
-        for modality, value in self.beta_by_modality.items():
-            try:
-                checked[modality] = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"egrl.beta_by_modality.{modality}={value!r}: expected a number") from None
-            if not checked[modality] >= 0.0:
-                raise ValueError(f"egrl.beta_by_modality.{modality}={value!r}: a KL coefficient is >= 0")
-        if self.beta <= 0.0:
-            raise ValueError(f"egrl.beta_by_modality needs egrl.beta > 0 (got {self.beta}): trl computes the "
-                             "reference log-probs only then; set beta to the coefficient of the other modalities")
-        self.beta_by_modality = checked
-
-    def _check_beta_missed(self) -> None:
-        if self.beta_missed is None:
-            return
-        if self.policy_gradient_on != "missed":
-            raise ValueError("egrl.beta_missed is the KL coefficient of the missed sides: it needs "
-                             f"egrl.policy_gradient_on=missed (got {self.policy_gradient_on!r})")
-        if not float(self.beta_missed) >= 0.0:
-            raise ValueError(f"egrl.beta_missed={self.beta_missed!r}: a KL coefficient is >= 0")
-        if self.beta <= 0.0:
-            raise ValueError(f"egrl.beta_missed needs egrl.beta > 0 (got {self.beta}): trl computes the reference "
-                             "log-probs only then; set beta to the coefficient of the sides the cold start gets right")
+    def _check_kl_weights(self) -> None:
+        """beta_by_modality and beta_missed: numbers >= 0 (text such as '4e-2' becomes a number), known modalities,
+        the missed sides only where the policy gradient is on them, and beta > 0 under either."""
+        if self.beta_by_modality is not None:
+            if not isinstance(self.beta_by_modality, dict):
+                raise ValueError(f"egrl.beta_by_modality={self.beta_by_modality!r}: expected a mapping of side "
+                                 f"modality to KL coefficient, e.g. {{image: 0.04}}")
+            unknown = sorted(set(self.beta_by_modality) - set(SIDE_MODALITIES))
+            if unknown:
+                raise ValueError(f"egrl.beta_by_modality: unknown modalities {unknown}; expected some of "
+                                 f"{SIDE_MODALITIES}")
+            self.beta_by_modality = {m: _kl_coefficient(f"beta_by_modality.{m}", v)
+                                     for m, v in self.beta_by_modality.items()}
+        if self.beta_missed is not None:
+            if self.policy_gradient_on != "missed":
+                raise ValueError("egrl.beta_missed is the KL coefficient of the missed sides: it needs "
+                                 f"egrl.policy_gradient_on=missed (got {self.policy_gradient_on!r})")
+            self.beta_missed = _kl_coefficient("beta_missed", self.beta_missed)
+        if (self.beta_by_modality is not None or self.beta_missed is not None) and self.beta <= 0.0:
+            raise ValueError(f"egrl.beta_by_modality / beta_missed need egrl.beta > 0 (got {self.beta}): trl computes "
+                             "the reference log-probs only then; set beta to the coefficient of the other sides")
 
     def kl_coefficients(self) -> dict[str, float] | None:
         """The KL coefficient of each side modality's rollouts, or None when every side takes `beta`."""
@@ -350,12 +347,13 @@ class ChoiceGRPOTrainer(trl.GRPOTrainer):
         if isinstance(self.choices, BranchExploration):
             self.choices.plan([row["modality"] for row in inputs])
         batch = super()._generate_and_score_completions(inputs)
+        sides = [row["side"] for row in inputs]
         if self.advantages_only:
             batch = advantages_on_choices(batch, self.choices)
         if self.pg_sides is not None:
-            batch["advantages"] = on_sides(batch["advantages"], self.pg_sides[[row["side"] for row in inputs]])
+            batch["advantages"] = on_sides(batch["advantages"], self.pg_sides[sides])
         if self.kl_sides is not None:  # a tensor, so that trl's shuffling and splitting keep it row for row
-            batch[KL_WEIGHTS] = torch.tensor(self.kl_sides[[row["side"] for row in inputs]], dtype=torch.float32)[:, None]
+            batch[KL_WEIGHTS] = torch.tensor(self.kl_sides[sides], dtype=torch.float32)[:, None]
         return batch
 
     def _compute_loss(self, model, inputs):
