@@ -1,9 +1,9 @@
 """Session 31. Usage: python docs/probes/egrl_epochs.py DIR NAME JSON SEED FROM EPOCHS {image,all}
 EG-RL from DIR/seed-N/FROM/model (e.g. sft-strip) on the RL groups without a clip side only (`image`) or on all of
-them (`all`), EPOCHS passes over them (each pass in its own seeded order), with the recipe's egrl settings under the JSON overrides; max_steps = the
-groups / gradient_accumulation_steps. Into DIR/seed-N/egrl-NAME; trains only (dev_eval.py scores it). Tells how far
-the image pointer on the teacher's blind spots moves with several times the image updates of one mixed epoch, and
-what video loses when no clip rollout holds it. rl split only."""
+them (`all`), EPOCHS passes over them (each pass in its own seeded order), with the recipe's egrl settings under the
+JSON overrides; max_steps = the groups / gradient_accumulation_steps. Into DIR/seed-N/egrl-NAME; trains only
+(dev_eval.py scores it). Tells how far the image pointer on the teacher's blind spots moves with several times the
+image updates of one mixed epoch, and what video loses when no clip rollout holds it. rl split only."""
 import json
 import sys
 import time

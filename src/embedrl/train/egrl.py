@@ -130,9 +130,6 @@ class EGRLStageConfig(trl.GRPOConfig):
             raise ValueError(f"egrl.policy_gradient_on={self.policy_gradient_on!r}: expected one of "
                              f"{POLICY_GRADIENT_SIDES}")
         self._check_kl_weights()
-        if (self.beta_by_modality is not None or self.beta_missed is not None) and self.use_liger_kernel:
-            raise ValueError("egrl.beta_by_modality / beta_missed: trl's liger loss takes one beta; use_liger_kernel "
-                             "must be off")
         if self.claim_choices and (self.exploration == "all"
                                    or (self.exploration == "branch" and not self.sample_after_branch)):
             raise ValueError("egrl.claim_choices: claims are choice points of exploration=choices, or of branch with "
@@ -148,7 +145,7 @@ class EGRLStageConfig(trl.GRPOConfig):
 
     def _check_kl_weights(self) -> None:
         """beta_by_modality and beta_missed: numbers >= 0 (text such as '4e-2' becomes a number), known modalities,
-        the missed sides only where the policy gradient is on them, and beta > 0 under either."""
+        the missed sides only where the policy gradient is on them; under either, beta > 0 and no liger loss."""
         if self.beta_by_modality is not None:
             if not isinstance(self.beta_by_modality, dict):
                 raise ValueError(f"egrl.beta_by_modality={self.beta_by_modality!r}: expected a mapping of side "
@@ -164,9 +161,14 @@ class EGRLStageConfig(trl.GRPOConfig):
                 raise ValueError("egrl.beta_missed is the KL coefficient of the missed sides: it needs "
                                  f"egrl.policy_gradient_on=missed (got {self.policy_gradient_on!r})")
             self.beta_missed = _kl_coefficient("beta_missed", self.beta_missed)
-        if (self.beta_by_modality is not None or self.beta_missed is not None) and self.beta <= 0.0:
+        if self.beta_by_modality is None and self.beta_missed is None:
+            return
+        if self.beta <= 0.0:
             raise ValueError(f"egrl.beta_by_modality / beta_missed need egrl.beta > 0 (got {self.beta}): trl computes "
                              "the reference log-probs only then; set beta to the coefficient of the other sides")
+        if self.use_liger_kernel:
+            raise ValueError("egrl.beta_by_modality / beta_missed: trl's liger loss takes one beta; use_liger_kernel "
+                             "must be off")
 
     def kl_coefficients(self) -> dict[str, float] | None:
         """The KL coefficient of each side modality's rollouts, or None when every side takes `beta`."""
